@@ -1,0 +1,5 @@
+"""`python -m vitcli` is the `vitcli` command."""
+
+from vitcli.cli.app import main
+
+main()

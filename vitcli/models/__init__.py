@@ -1,0 +1,1 @@
+"""Keras 3 layers, the model builder and the variant table."""

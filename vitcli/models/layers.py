@@ -1,0 +1,250 @@
+"""Keras 3 layers of the Vision Transformer, exact to the reference code (REFERENCE section 1).
+
+Sub-layers and weights carry the reference's module names (`LayerNorm_0`,
+`MultiHeadDotProductAttention_1`, `MlpBlock_3/Dense_0`, ...) so that a Keras weight
+path reads like the checkpoint key it comes from. LayerNorm, softmax and the head
+run in float32 under mixed precision: they are where bf16/fp16 lose accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import layers, ops
+
+LAYER_NORM_EPSILON = 1e-6
+NUMERICALLY_SENSITIVE_DTYPE = "float32"
+
+
+def serializable(cls):
+    return keras.saving.register_keras_serializable(package="vitcli")(cls)
+
+
+def layer_norm(name: str) -> layers.LayerNormalization:
+    """The reference's LayerNorm: epsilon 1e-6 (Keras' default is 1e-3), computed in float32."""
+    return layers.LayerNormalization(
+        epsilon=LAYER_NORM_EPSILON, name=name, dtype=NUMERICALLY_SENSITIVE_DTYPE
+    )
+
+
+def xavier_uniform_for(fan_in: int, fan_out: int) -> keras.initializers.Initializer:
+    """Flax's xavier_uniform on a multi-axis kernel, which sees it as a (fan_in, fan_out) matrix.
+
+    Keras' GlorotUniform would instead treat a (D, H, D/H) attention kernel as a convolution.
+    """
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return keras.initializers.RandomUniform(-limit, limit)
+
+
+@serializable
+class PatchEmbedding(layers.Layer):
+    """Conv with kernel = stride = patch size (VALID, with bias), flattened row-major to tokens."""
+
+    def __init__(self, hidden_size: int, patch_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_size = hidden_size
+        self.patch_size = patch_size
+
+    def build(self, input_shape):
+        kernel_shape = (self.patch_size, self.patch_size, input_shape[-1], self.hidden_size)
+        self.kernel = self.add_weight(
+            name="kernel", shape=kernel_shape, initializer="lecun_normal"
+        )
+        self.bias = self.add_weight(name="bias", shape=(self.hidden_size,), initializer="zeros")
+
+    def call(self, images):
+        patches = ops.conv(images, self.kernel, strides=self.patch_size, padding="valid")
+        patches = patches + self.bias
+        _, height, width, channels = patches.shape
+        return ops.reshape(patches, (-1, height * width, channels))
+
+    def compute_output_shape(self, input_shape):
+        grid_h = input_shape[1] // self.patch_size
+        grid_w = input_shape[2] // self.patch_size
+        return (input_shape[0], grid_h * grid_w, self.hidden_size)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_size": self.hidden_size,
+                "patch_size": self.patch_size}
+
+
+@serializable
+class ClassToken(layers.Layer):
+    """Prepends the learned class token (zero-initialised, shape (1, 1, D))."""
+
+    def build(self, input_shape):
+        self.cls = self.add_weight(name="cls", shape=(1, 1, input_shape[-1]), initializer="zeros")
+
+    def call(self, tokens):
+        batch = ops.shape(tokens)[0]
+        cls = ops.broadcast_to(ops.cast(self.cls, tokens.dtype), (batch, 1, tokens.shape[-1]))
+        return ops.concatenate([cls, tokens], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[1] + 1, input_shape[2])
+
+
+@serializable
+class PositionEmbedding(layers.Layer):
+    """Adds a learned (1, N, D) table to every token, the class token included."""
+
+    def build(self, input_shape):
+        self.pos_embedding = self.add_weight(
+            name="pos_embedding",
+            shape=(1, input_shape[1], input_shape[2]),
+            initializer=keras.initializers.RandomNormal(stddev=0.02),
+        )
+
+    def call(self, tokens):
+        return tokens + ops.cast(self.pos_embedding, tokens.dtype)
+
+
+@serializable
+class MultiHeadSelfAttention(layers.Layer):
+    """Self-attention with the reference's kernel layout: q/k/v (D, H, D/H), out (H, D/H, D).
+
+    The softmax runs in float32. `call(..., return_attention=True)` also returns the
+    attention weights (batch, heads, queries, keys) for the inspection figures.
+    """
+
+    def __init__(self, num_heads: int, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.attention_dropout = layers.Dropout(dropout, dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        hidden = input_shape[-1]
+        head_dim = hidden // self.num_heads
+        init = xavier_uniform_for(hidden, hidden)
+        bias_init = "zeros"
+        for name in ("query", "key", "value"):
+            projection = layers.EinsumDense(
+                "btd,dhk->bthk", output_shape=(None, self.num_heads, head_dim),
+                bias_axes="hk", kernel_initializer=init, bias_initializer=bias_init,
+                name=name, dtype=self.dtype_policy,
+            )
+            projection.build(input_shape)
+            setattr(self, name, projection)
+        self.out = layers.EinsumDense(
+            "bthk,hkd->btd", output_shape=(None, hidden), bias_axes="d",
+            kernel_initializer=init, bias_initializer=bias_init, name="out",
+            dtype=self.dtype_policy,
+        )
+        self.out.build((None, None, self.num_heads, head_dim))
+        self.scale = 1.0 / math.sqrt(head_dim)
+
+    def call(self, tokens, training=None, return_attention=False):
+        query = self.query(tokens) * ops.cast(self.scale, tokens.dtype)
+        key = self.key(tokens)
+        value = self.value(tokens)
+        logits = ops.einsum("bqhk,bthk->bhqt", query, key)
+        weights = ops.softmax(ops.cast(logits, NUMERICALLY_SENSITIVE_DTYPE), axis=-1)
+        dropped = self.attention_dropout(ops.cast(weights, tokens.dtype), training=training)
+        context = ops.einsum("bhqt,bthk->bqhk", dropped, value)
+        output = self.out(context)
+        return (output, weights) if return_attention else output
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads, "dropout": self.dropout}
+
+
+@serializable
+class MlpBlock(layers.Layer):
+    """Dense(M) -> tanh-approximate GELU -> Dropout -> Dense(D) -> Dropout."""
+
+    def __init__(self, mlp_dim: int, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.mlp_dim = mlp_dim
+        self.dropout = dropout
+        self.drop = layers.Dropout(dropout, dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        bias_init = keras.initializers.RandomNormal(stddev=1e-6)
+        self.dense_0 = layers.Dense(
+            self.mlp_dim, kernel_initializer="glorot_uniform", bias_initializer=bias_init,
+            name="Dense_0", dtype=self.dtype_policy,
+        )
+        self.dense_1 = layers.Dense(
+            input_shape[-1], kernel_initializer="glorot_uniform", bias_initializer=bias_init,
+            name="Dense_1", dtype=self.dtype_policy,
+        )
+        self.dense_0.build(input_shape)
+        self.dense_1.build((*input_shape[:-1], self.mlp_dim))
+
+    def call(self, tokens, training=None):
+        hidden = keras.activations.gelu(self.dense_0(tokens), approximate=True)
+        hidden = self.drop(hidden, training=training)
+        return self.drop(self.dense_1(hidden), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mlp_dim": self.mlp_dim, "dropout": self.dropout}
+
+
+@serializable
+class EncoderBlock(layers.Layer):
+    """Pre-norm block: x + Dropout(MHA(LN(x))), then x + MLP(LN(x))."""
+
+    def __init__(self, num_heads: int, mlp_dim: int, dropout: float = 0.0,
+                 attention_dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.mlp_dim = mlp_dim
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.norm_0 = layer_norm("LayerNorm_0")
+        self.attention = MultiHeadSelfAttention(
+            num_heads, attention_dropout, name="MultiHeadDotProductAttention_1",
+            dtype=self.dtype_policy,
+        )
+        self.drop = layers.Dropout(dropout, dtype=self.dtype_policy)
+        self.norm_2 = layer_norm("LayerNorm_2")
+        self.mlp = MlpBlock(mlp_dim, dropout, name="MlpBlock_3", dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        for sublayer in (self.norm_0, self.attention, self.norm_2, self.mlp):
+            sublayer.build(input_shape)
+
+    def call(self, tokens, training=None, return_attention=False):
+        normed = ops.cast(self.norm_0(tokens), tokens.dtype)
+        attended = self.attention(normed, training=training, return_attention=return_attention)
+        if return_attention:
+            attended, weights = attended
+        tokens = tokens + self.drop(attended, training=training)
+        normed = ops.cast(self.norm_2(tokens), tokens.dtype)
+        tokens = tokens + self.mlp(normed, training=training)
+        return (tokens, weights) if return_attention else tokens
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads, "mlp_dim": self.mlp_dim,
+                "dropout": self.dropout, "attention_dropout": self.attention_dropout}
+
+
+@serializable
+class TokenPooling(layers.Layer):
+    """`token`: the class token's output; `gap`: the mean over all tokens."""
+
+    def __init__(self, classifier: str = "token", **kwargs):
+        super().__init__(**kwargs)
+        if classifier not in ("token", "gap"):
+            raise ValueError(f"classifier must be 'token' or 'gap', got {classifier!r}")
+        self.classifier = classifier
+
+    def call(self, tokens):
+        return tokens[:, 0] if self.classifier == "token" else ops.mean(tokens, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+    def get_config(self):
+        return {**super().get_config(), "classifier": self.classifier}

@@ -1,0 +1,74 @@
+"""Model variants as table rows (big_vision's `decode_variant`), not factory functions.
+
+`vit-{size}{patch}` decodes size and patch separately, so `vit-ti4` or `vit-b14` work;
+named rows add what a name alone cannot say (hybrid stems, the reference's dropout).
+"""
+
+from __future__ import annotations
+
+import re
+
+from vitcli.config import ModelConfig, ResNetConfig
+from vitcli.errors import VitcliError
+
+# size: (hidden_size, depth, num_heads, mlp_dim)  -- paper Table 1 plus Ti/S of DeiT/AugReg.
+SIZES = {
+    "ti": (192, 12, 3, 768),
+    "s": (384, 12, 6, 1536),
+    "b": (768, 12, 12, 3072),
+    "l": (1024, 24, 16, 4096),
+    "h": (1280, 32, 16, 5120),
+}
+
+# name: (size, patch size, ResNet units per stage or None, pre-training dropout)
+VARIANTS = {
+    "vit-ti16": ("ti", 16, None, 0.0),
+    "vit-s16": ("s", 16, None, 0.0),
+    "vit-s32": ("s", 32, None, 0.0),
+    "vit-b8": ("b", 8, None, 0.0),
+    "vit-b16": ("b", 16, None, 0.0),
+    "vit-b32": ("b", 32, None, 0.0),
+    "vit-l16": ("l", 16, None, 0.1),
+    "vit-l32": ("l", 32, None, 0.0),
+    "vit-h14": ("h", 14, None, 0.1),
+    "r50-vit-b16": ("b", 1, (3, 4, 9), 0.1),
+    "r50-vit-l32": ("l", 1, (3, 4, 6, 3), 0.0),
+    "r26-vit-s32": ("s", 1, (2, 2, 2, 2), 0.0),
+    "r26-vit-b32": ("b", 1, (2, 2, 2, 2), 0.0),
+    "r-vit-ti16": ("ti", 8, (), 0.0),
+}
+
+_PLAIN_NAME = re.compile(r"^vit-(ti|s|b|l|h)(\d+)$")
+
+
+def variant_names() -> list[str]:
+    return list(VARIANTS)
+
+
+def _decode_row(name: str) -> tuple[str, int, tuple[int, ...] | None, float]:
+    if name in VARIANTS:
+        return VARIANTS[name]
+    match = _PLAIN_NAME.match(name)
+    if match and int(match.group(2)) > 0:
+        return match.group(1), int(match.group(2)), None, 0.0
+    raise VitcliError(
+        f"unknown model variant '{name}'",
+        hint="`vitcli models` lists them; any vit-{ti,s,b,l,h}<patch> also works",
+    )
+
+
+def decode_variant(name: str, **overrides) -> ModelConfig:
+    """The config of a variant name; keyword arguments (not None) override the row."""
+    size, patch, resnet_layers, dropout = _decode_row(name.lower())
+    hidden, depth, heads, mlp = SIZES[size]
+    config = ModelConfig(
+        name=name.lower(),
+        hidden_size=hidden,
+        depth=depth,
+        num_heads=heads,
+        mlp_dim=mlp,
+        patch_size=patch,
+        dropout=dropout,
+        resnet=None if resnet_layers is None else ResNetConfig(layers=resnet_layers),
+    )
+    return config.replace(**{key: value for key, value in overrides.items() if value is not None})

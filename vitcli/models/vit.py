@@ -1,0 +1,112 @@
+"""Builds the functional Keras model of a `ModelConfig`, and reads a config back from a model."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from vitcli.config import CLASSIFIERS, ModelConfig, ResNetConfig
+from vitcli.errors import VitcliError
+from vitcli.models.layers import (
+    NUMERICALLY_SENSITIVE_DTYPE,
+    ClassToken,
+    EncoderBlock,
+    PatchEmbedding,
+    PositionEmbedding,
+    TokenPooling,
+    layer_norm,
+)
+from vitcli.models.resnet import resnet_stem
+
+INPUT_NAME = "pixels"
+
+
+def validate(config: ModelConfig) -> None:
+    """Refuses configs that cannot be built, with a one-line reason."""
+    if config.image_size % config.stride:
+        raise VitcliError(
+            f"image size {config.image_size} is not a multiple of {config.stride} "
+            f"(the patch size{' times the ResNet stride' if config.resnet else ''})",
+            hint=f"use e.g. {config.image_size // config.stride * config.stride or config.stride}"
+            f" or {(config.image_size // config.stride + 1) * config.stride}",
+        )
+    if config.hidden_size % config.num_heads:
+        raise VitcliError(f"hidden size {config.hidden_size} is not divisible by "
+                          f"{config.num_heads} heads")
+    if config.classifier not in CLASSIFIERS:
+        raise VitcliError(f"classifier must be one of {CLASSIFIERS}, not '{config.classifier}'")
+
+
+def build_vit(config: ModelConfig, dtype=None) -> keras.Model:
+    """The ViT of `config`, taking float pixels in [0, 255] (NHWC) and returning logits.
+
+    `dtype` is a Keras dtype policy (name or object); None uses the global policy.
+    """
+    validate(config)
+    pixels = keras.Input((config.image_size, config.image_size, 3), name=INPUT_NAME)
+    # The reference normalises to [-1, 1]; doing it inside keeps every export on raw pixels.
+    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale", dtype=dtype)(pixels)
+    if config.resnet is not None:
+        x = resnet_stem(x, config.resnet, dtype=dtype)
+    x = PatchEmbedding(config.hidden_size, config.patch_size, name="embedding", dtype=dtype)(x)
+    if config.classifier == "token":
+        x = ClassToken(name="cls", dtype=dtype)(x)
+    x = PositionEmbedding(name="posembed_input", dtype=dtype)(x)
+    x = layers.Dropout(config.dropout, name="dropout", dtype=dtype)(x)
+    for index in range(config.depth):
+        x = EncoderBlock(
+            config.num_heads, config.mlp_dim, config.dropout, config.attention_dropout,
+            name=f"encoderblock_{index}", dtype=dtype,
+        )(x)
+    x = layer_norm("encoder_norm")(x)
+    x = TokenPooling(config.classifier, name="pooling", dtype=NUMERICALLY_SENSITIVE_DTYPE)(x)
+    if config.representation_size:
+        x = layers.Dense(config.representation_size, activation="tanh", name="pre_logits",
+                         dtype=NUMERICALLY_SENSITIVE_DTYPE)(x)
+    if config.num_classes:
+        x = layers.Dense(config.num_classes, kernel_initializer="zeros", name="head",
+                         dtype=NUMERICALLY_SENSITIVE_DTYPE)(x)
+    return keras.Model(pixels, x, name=config.name.replace("/", "_"))
+
+
+def _layer_or_none(model: keras.Model, name: str):
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        return None
+
+
+def _resnet_config(model: keras.Model) -> ResNetConfig | None:
+    root = _layer_or_none(model, "conv_root")
+    if root is None:
+        return None
+    stages = []
+    while (stage := _layer_or_none(model, f"block{len(stages) + 1}")) is not None:
+        stages.append(stage.num_units)
+    return ResNetConfig(layers=tuple(stages), width_factor=root.filters // 64)
+
+
+def config_from_model(model: keras.Model) -> ModelConfig:
+    """The `ModelConfig` of a model built by `build_model` (also after a .keras round trip)."""
+    embedding = _layer_or_none(model, "embedding")
+    first_block = _layer_or_none(model, "encoderblock_0")
+    if embedding is None or first_block is None:
+        raise VitcliError(f"model '{model.name}' is not a vitcli ViT (no embedding/encoder layers)")
+    depth = sum(layer.name.startswith("encoderblock_") for layer in model.layers)
+    pre_logits = _layer_or_none(model, "pre_logits")
+    head = _layer_or_none(model, "head")
+    return ModelConfig(
+        name=model.name,
+        hidden_size=embedding.hidden_size,
+        depth=depth,
+        num_heads=first_block.num_heads,
+        mlp_dim=first_block.mlp_dim,
+        patch_size=embedding.patch_size,
+        image_size=model.input_shape[1],
+        num_classes=head.units if head is not None else 0,
+        classifier=model.get_layer("pooling").classifier,
+        representation_size=pre_logits.units if pre_logits is not None else None,
+        dropout=first_block.dropout,
+        attention_dropout=first_block.attention_dropout,
+        resnet=_resnet_config(model),
+    )

@@ -1,0 +1,72 @@
+"""Reads a model's architecture from the keys and shapes of an official-layout checkpoint."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from vitcli.config import ModelConfig, ResNetConfig
+from vitcli.errors import VitcliError
+from vitcli.weights.layout import POSEMB_KEY
+from vitcli.weights.posemb import square_grid
+
+_BLOCK = re.compile(r"^Transformer/encoderblock_(\d+)/")
+_UNIT = re.compile(r"^block(\d+)/unit(\d+)/")
+
+
+def _require(arrays: dict[str, np.ndarray], key: str) -> np.ndarray:
+    if key not in arrays:
+        raise VitcliError(f"not a ViT checkpoint: it has no '{key}' array",
+                          hint="`vitcli weights info FILE` shows what a file holds")
+    return arrays[key]
+
+
+def _resnet_layout(arrays: dict[str, np.ndarray]) -> ResNetConfig | None:
+    if "conv_root/kernel" not in arrays:
+        return None
+    units: dict[int, int] = {}
+    for key in arrays:
+        if match := _UNIT.match(key):
+            stage, unit = int(match.group(1)), int(match.group(2))
+            units[stage] = max(units.get(stage, 0), unit)
+    if sorted(units) != list(range(1, len(units) + 1)):
+        raise VitcliError(f"ResNet stages are not numbered 1..n: {sorted(units)}")
+    width = arrays["conv_root/kernel"].shape[-1]
+    return ResNetConfig(layers=tuple(units[stage] for stage in sorted(units)),
+                        width_factor=width // 64)
+
+
+def _depth(arrays: dict[str, np.ndarray]) -> int:
+    blocks = {int(match.group(1)) for key in arrays if (match := _BLOCK.match(key))}
+    if not blocks or blocks != set(range(len(blocks))):
+        raise VitcliError(f"encoder blocks are missing or not numbered 0..n-1: {sorted(blocks)}")
+    return len(blocks)
+
+
+def describe_arrays(arrays: dict[str, np.ndarray], name: str = "checkpoint") -> ModelConfig:
+    """The `ModelConfig` that an official-layout archive was made from."""
+    embedding = _require(arrays, "embedding/kernel")
+    block = "Transformer/encoderblock_0"
+    query = _require(arrays, f"{block}/MultiHeadDotProductAttention_1/query/kernel")
+    mlp = _require(arrays, f"{block}/MlpBlock_3/Dense_0/kernel")
+    posemb = _require(arrays, POSEMB_KEY)
+    classifier = "token" if "cls" in arrays else "gap"
+    grid = square_grid(posemb.shape[1] - (classifier == "token"))
+    resnet = _resnet_layout(arrays)
+    patch_size = embedding.shape[0]
+    stride = patch_size * (resnet.stride if resnet else 1)
+    return ModelConfig(
+        name=name,
+        hidden_size=embedding.shape[-1],
+        depth=_depth(arrays),
+        num_heads=query.shape[1],
+        mlp_dim=mlp.shape[1],
+        patch_size=patch_size,
+        image_size=grid * stride,
+        num_classes=arrays["head/kernel"].shape[-1] if "head/kernel" in arrays else 0,
+        classifier=classifier,
+        representation_size=(arrays["pre_logits/kernel"].shape[-1]
+                             if "pre_logits/kernel" in arrays else None),
+        resnet=resnet,
+    )
