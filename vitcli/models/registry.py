@@ -72,3 +72,15 @@ def decode_variant(name: str, **overrides) -> ModelConfig:
         resnet=None if resnet_layers is None else ResNetConfig(layers=resnet_layers),
     )
     return config.replace(**{key: value for key, value in overrides.items() if value is not None})
+
+
+def match_variant(config: ModelConfig) -> str | None:
+    """The registry name whose architecture `config` has (ignoring resolution and head)."""
+    for name in VARIANTS:
+        row = decode_variant(name)
+        same = (row.hidden_size, row.depth, row.num_heads, row.mlp_dim, row.patch_size,
+                row.resnet) == (config.hidden_size, config.depth, config.num_heads,
+                                config.mlp_dim, config.patch_size, config.resnet)
+        if same:
+            return name
+    return None
