@@ -20,10 +20,13 @@ def checkpoint_summary(path: Path) -> dict:
     from vitcli.models.registry import match_variant
     from vitcli.weights.describe import describe_arrays
     from vitcli.weights.layout import normalise_layout
-    from vitcli.weights.npz import read_npz
+    from vitcli.weights.assign import check_keys
+    from vitcli.weights.npz import key_map, read_npz
 
     raw = read_npz(path)
-    config = describe_arrays(normalise_layout(raw), name=path.stem)
+    arrays = normalise_layout(raw)
+    config = describe_arrays(arrays, name=path.stem)
+    check_keys(arrays, key_map(config))
     summary = config.to_dict()
     summary.update(variant=match_variant(config), grid=config.grid_size,
                    params=parameter_count(config), arrays=len(raw),

@@ -13,6 +13,20 @@ def _listing(names: list[str], limit: int = 3) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+def check_keys(arrays: dict[str, np.ndarray], rows: KeyMap, *,
+               keep_initialised: frozenset[str] = frozenset()) -> None:
+    """Refuses archives with arrays missing or left over for the model described by `rows`."""
+    expected = {key for key, _ in rows}
+    missing = sorted(key for key in expected if key not in arrays and key not in keep_initialised)
+    unexpected = sorted(set(arrays) - expected)
+    if missing:
+        raise VitcliError(f"checkpoint lacks {len(missing)} arrays the model needs: "
+                          f"{_listing(missing)}")
+    if unexpected:
+        raise VitcliError(f"checkpoint has {len(unexpected)} arrays this model does not use: "
+                          f"{_listing(unexpected)}")
+
+
 def assign_arrays(model, arrays: dict[str, np.ndarray], rows: KeyMap, *,
                   keep_initialised: frozenset[str] = frozenset()) -> None:
     """Copies `arrays` into `model` along `rows`.
@@ -21,16 +35,8 @@ def assign_arrays(model, arrays: dict[str, np.ndarray], rows: KeyMap, *,
     `keep_initialised`, e.g. a new head); shapes must match. Anything else is refused whole,
     before a single weight changes.
     """
+    check_keys(arrays, rows, keep_initialised=keep_initialised)
     variables = {variable.path: variable for variable in model.weights}
-    expected = {key for key, _ in rows}
-    missing = [key for key in expected if key not in arrays and key not in keep_initialised]
-    unexpected = sorted(set(arrays) - expected)
-    if missing:
-        raise VitcliError(f"checkpoint lacks {len(missing)} arrays the model needs: "
-                          f"{_listing(sorted(missing))}")
-    if unexpected:
-        raise VitcliError(f"checkpoint has {len(unexpected)} arrays this model does not use: "
-                          f"{_listing(unexpected)}")
     pairs = []
     for key, path in rows:
         if key in keep_initialised:

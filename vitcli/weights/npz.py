@@ -83,8 +83,11 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise VitcliError(f"checkpoint '{path}' does not exist or is not a file")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise VitcliError(f"'{path}' holds a single .npy array, not an .npz archive")
+        with loaded as archive:
+            arrays = {key: archive[key] for key in archive.files}
     except ValueError as error:
         if "pickle" in str(error):
             raise VitcliError(f"'{path}' holds pickled objects, which vitcli never loads",
@@ -92,6 +95,12 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
         raise VitcliError(f"'{path}' is not a readable .npz archive: {error}") from error
     except (OSError, zipfile.BadZipFile, EOFError) as error:
         raise VitcliError(f"'{path}' is not a readable .npz archive ({error})") from error
+    # A zip holding other files (not .npy) loads as raw bytes.
+    foreign = [key for key, value in arrays.items() if not isinstance(value, np.ndarray)]
+    if foreign or not arrays:
+        raise VitcliError(f"'{path}' is not a numpy .npz archive "
+                          f"({'it holds ' + foreign[0] if foreign else 'it is empty'})")
+    return arrays
 
 
 def write_atomically(path: str | Path, write) -> Path:
