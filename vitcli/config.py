@@ -75,3 +75,136 @@ class ModelConfig:
             resnet["layers"] = tuple(resnet.get("layers", ()))
             values["resnet"] = ResNetConfig(**resnet)
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from and how they are prepared (REFERENCE section 6)."""
+
+    source: str = ""  # an image folder, or "tfds:NAME"
+    data_dir: str | None = None  # tensorflow-datasets data directory
+    train_split: str = "train"
+    # Image folders without a val/ folder hold out this stratified fraction of train;
+    # for tfds it is a split string such as "train[98%:]".
+    val_split: str = "0.1"
+    test_split: str = "test"
+    download: bool = False  # allow tensorflow-datasets to download and prepare
+    strict: bool = False  # unreadable images are an error instead of a warning
+    train_crop: str = "inception"  # inception (crop + flip) | resize | center
+    eval_crop: str = "resize"  # resize (the reference's) | center (resize-small + crop)
+    randaugment: bool = False
+    mixup: float = 0.0  # Beta(alpha, alpha) mixing; 0 turns it off
+    cache: bool = False
+    shuffle_buffer: int = 10_000
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation recipe. Defaults are the reference's fine-tuning ones."""
+
+    steps: int | None = None  # total optimizer steps; or give epochs
+    epochs: float | None = None
+    batch_size: int = 512  # the global batch
+    accum_steps: int = 1  # micro-batches per step (batch_size / accum_steps each)
+    optimizer: str = "sgd"  # sgd | adamw
+    learning_rate: float = 0.003
+    momentum: float = 0.9
+    beta1: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 0.0
+    schedule: str = "cosine"  # cosine | linear (decay to zero after warm-up)
+    warmup_steps: int = 100
+    grad_clip_norm: float | None = 1.0
+    label_smoothing: float = 0.0
+    ema_decay: float | None = None  # Polyak averaging, e.g. 0.9999
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 100
+    checkpoint_every: int = 100
+
+
+# The paper's pre-training recipe (Adam, beta2 0.999, decoupled weight decay 0.1,
+# linear warm-up then linear decay, tanh pre-logits head).
+PRETRAIN_DEFAULTS = TrainConfig(
+    optimizer="adamw", learning_rate=1e-3, weight_decay=0.1, schedule="linear",
+    warmup_steps=10_000, batch_size=4096, grad_clip_norm=1.0,
+)
+FINETUNE_DEFAULTS = TrainConfig()
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole training run; written resolved to `config.yaml`, enough to rerun it."""
+
+    command: str = "finetune"  # finetune | pretrain
+    model: str | None = None  # registry variant; with --weights, read from the file
+    weights: str | None = None  # .npz, named checkpoint, .keras or run directory
+    image_size: int | None = None  # None: the checkpoint's resolution, else 224
+    dropout: float | None = None  # None: 0 for fine-tuning, the variant's for pre-training
+    representation_size: int | None = None  # pre-training: None = the hidden size
+    classifier: str | None = None  # token | gap; None = the variant's (token)
+    out: str | None = None  # run directory; None = runs/<data name>
+    resume: bool = False
+    data: DataConfig = DataConfig()
+    train: TrainConfig = FINETUNE_DEFAULTS
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _checked_fields(cls, values: dict, where: str) -> dict:
+    known = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        from vitcli.errors import VitcliError
+
+        raise VitcliError(f"unknown setting{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(unknown)} in {where}",
+                          hint=f"known: {', '.join(sorted(known))}")
+    return values
+
+
+def merge_run_config(base: RunConfig, values: dict, where: str = "config") -> RunConfig:
+    """`base` with the (nested) settings of `values` applied; unknown keys are an error."""
+    values = dict(_checked_fields(RunConfig, values, where))
+    data = _checked_fields(DataConfig, values.pop("data", None) or {}, f"{where} (data)")
+    train = _checked_fields(TrainConfig, values.pop("train", None) or {}, f"{where} (train)")
+    return dataclasses.replace(
+        base, data=dataclasses.replace(base.data, **data),
+        train=dataclasses.replace(base.train, **train), **values,
+    )
+
+
+def read_recipe(path: str) -> dict:
+    """A YAML recipe file as a nested dict (top level, `data:` and `train:` sections)."""
+    from pathlib import Path
+
+    import yaml
+
+    from vitcli.errors import VitcliError
+
+    try:
+        values = yaml.safe_load(Path(path).read_text())
+    except OSError as error:
+        raise VitcliError(f"cannot read recipe '{path}': {error.strerror}") from error
+    except yaml.YAMLError as error:
+        raise VitcliError(f"recipe '{path}' is not valid YAML: {error}".replace("\n", " "))
+    if not isinstance(values, dict):
+        raise VitcliError(f"recipe '{path}' must be a mapping of settings")
+    return values
+
+
+def resolve_run_config(command: str, recipe: str | None, flags: dict) -> RunConfig:
+    """Defaults -> recipe file -> explicit flags (None means 'not given')."""
+    base = RunConfig(command=command,
+                     train=PRETRAIN_DEFAULTS if command == "pretrain" else FINETUNE_DEFAULTS)
+    if recipe:
+        base = merge_run_config(base, read_recipe(recipe), where=recipe)
+
+    def given(section: dict) -> dict:
+        return {key: value for key, value in section.items() if value is not None}
+
+    values = given({key: value for key, value in flags.items() if key not in ("data", "train")})
+    values["data"] = given(flags.get("data", {}))
+    values["train"] = given(flags.get("train", {}))
+    return merge_run_config(base, values, where="command-line flags")

@@ -8,8 +8,11 @@ from typing import Annotated
 import typer
 
 from vitcli import __version__
-from vitcli.cli import models, weights
+from vitcli.cli import models, train, weights
+from vitcli._environment import import_tensorflow_quietly
 from vitcli.cli.console import DEBUG_VARIABLE
+
+LIGHT_COMMANDS = ("models",)  # need no TensorFlow: answer without its start-up time
 
 app = typer.Typer(
     name="vitcli",
@@ -29,6 +32,7 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def main_options(
+    context: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_show_version,
                                           is_eager=True, help="Print the version.")] = False,
@@ -36,8 +40,12 @@ def main_options(
     """vitcli: the Vision Transformer of 'An Image is Worth 16x16 Words', in Keras 3."""
     if debug:
         os.environ[DEBUG_VARIABLE] = "1"
+    if context.invoked_subcommand not in LIGHT_COMMANDS:
+        import_tensorflow_quietly()
 
 
+app.command("finetune", help=train.FINETUNE_HELP)(train.train_command)
+app.command("pretrain", help=train.PRETRAIN_HELP)(train.train_command)
 app.command("models")(models.models_command)
 app.add_typer(weights.app, name="weights")
 

@@ -27,3 +27,68 @@ def download_progress(label: str):
             bar.update(task, completed=done, total=total)
 
         yield update
+
+
+class TrainingProgress:
+    """Training callbacks that draw a rich progress bar (step, loss, lr, images/s, ETA)
+    and end with a summary table. Used as a context manager around the run."""
+
+    def __init__(self, console):
+        from rich.progress import MofNCompleteColumn, TextColumn
+
+        self.console = console
+        self.bar = Progress(
+            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=console,
+        )
+        self.task = None
+        self.last_log: dict = {}
+        self.last_eval: dict = {}
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc_info):
+        return self.bar.__exit__(*exc_info)
+
+    def on_start(self, info: dict) -> None:
+        for line in info["loaded"]:
+            self.console.print(f"  {line}")
+        self.console.print(
+            f"  {info['train_examples']} training images, {info['classes']} classes, "
+            f"{info['image_size']} px; global batch {info['global_batch']} over "
+            f"{info['replicas']} replica(s); run directory {info['run_dir']}")
+        if info["start_step"]:
+            self.console.print(f"  resuming at step {info['start_step']}")
+        self.task = self.bar.add_task("training", total=info["total_steps"],
+                                      completed=info["start_step"], status="")
+
+    def on_log(self, record: dict) -> None:
+        self.last_log = record
+        status = (f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
+                  f"{record['images_per_sec']:.1f} img/s")
+        if self.last_eval:
+            status += f"  val top-1 {self.last_eval['val_top1']:.2%}"
+        self.bar.update(self.task, completed=record["step"], status=status)
+
+    def on_eval(self, record: dict) -> None:
+        self.last_eval = record
+
+    def on_message(self, text: str) -> None:
+        self.console.print(f"  [yellow]{text}[/]" if text.startswith("warning") else f"  {text}")
+
+    def on_end(self, summary: dict) -> None:
+        from rich.table import Table
+
+        table = Table(title="run summary", show_header=False)
+        table.add_row("steps", str(summary["step"]))
+        if self.last_log:
+            table.add_row("final train loss", f"{self.last_log['loss']:.4f}")
+        if summary.get("best_val_top1") is not None:
+            table.add_row("best val top-1", f"{summary['best_val_top1']:.2%}")
+        if self.last_eval:
+            table.add_row("final val top-1", f"{self.last_eval['val_top1']:.2%}")
+        table.add_row("model", summary["model"])
+        self.bar.stop()
+        self.console.print(table)

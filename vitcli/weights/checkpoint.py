@@ -63,8 +63,8 @@ def _replace_head(arrays, source: ModelConfig, target: ModelConfig, report: Load
     return arrays
 
 
-def _target_config(source: ModelConfig, image_size, num_classes) -> ModelConfig:
-    changes = {}
+def _target_config(source: ModelConfig, image_size, num_classes, dropout) -> ModelConfig:
+    changes = {} if dropout is None else {"dropout": dropout}
     if image_size is not None:
         changes["image_size"] = image_size
     if num_classes is not None:
@@ -73,11 +73,12 @@ def _target_config(source: ModelConfig, image_size, num_classes) -> ModelConfig:
 
 
 def model_from_arrays(arrays: dict[str, np.ndarray], *, name: str = "vit", image_size=None,
-                      num_classes=None, dtype=None) -> tuple[keras.Model, LoadReport]:
+                      num_classes=None, dropout=None,
+                      dtype=None) -> tuple[keras.Model, LoadReport]:
     """Builds the model an archive describes (optionally changed) and loads it."""
     arrays = normalise_layout(arrays)
     source = describe_arrays(arrays, name=name)
-    target = _target_config(source, image_size, num_classes)
+    target = _target_config(source, image_size, num_classes, dropout)
     report = LoadReport(source=name, config=target)
     arrays = _resize_posemb(arrays, source, target, report)
     keep = frozenset()
@@ -101,7 +102,7 @@ def model_arrays(model: keras.Model) -> dict[str, np.ndarray]:
     return read_arrays(model, key_map(config_from_model(model)))
 
 
-def load_checkpoint_with_report(path, *, image_size=None, num_classes=None,
+def load_checkpoint_with_report(path, *, image_size=None, num_classes=None, dropout=None,
                                 dtype=None) -> tuple[keras.Model, LoadReport]:
     """`load_checkpoint`, also returning what was resized, replaced or dropped."""
     path = Path(path)
@@ -109,14 +110,15 @@ def load_checkpoint_with_report(path, *, image_size=None, num_classes=None,
         model = _load_keras(path)
         config = config_from_model(model)
         unchanged = (image_size in (None, config.image_size)
-                     and num_classes in (None, config.num_classes) and dtype is None)
+                     and num_classes is None  # a given class count always means a new head
+                     and dropout in (None, config.dropout) and dtype is None)
         if unchanged:
             return model, LoadReport(source=str(path), config=config)
         arrays = model_arrays(model)
     else:
         arrays = read_npz(path)
     return model_from_arrays(arrays, name=path.stem, image_size=image_size,
-                             num_classes=num_classes, dtype=dtype)
+                             num_classes=num_classes, dropout=dropout, dtype=dtype)
 
 
 def load_checkpoint(path, *, image_size: int | None = None, num_classes: int | None = None,

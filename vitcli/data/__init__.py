@@ -1,0 +1,1 @@
+"""Data: sources (image folders, tensorflow-datasets), preprocessing ops, tf.data pipelines."""

@@ -1,0 +1,1 @@
+"""Training: strategy, optimizer recipes, the distributed training loop, run directories."""

@@ -1,0 +1,103 @@
+"""The training loop: steps, logging, validation (best model kept), checkpoints, Ctrl-C."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from vitcli.config import TrainConfig
+from vitcli.train.callbacks import TrainingCallbacks
+from vitcli.train.rundir import BEST_FILE, RunDirectory
+from vitcli.train.state import save_state
+
+
+@dataclass
+class TrainingJob:
+    """Everything the loop needs, built by `vitcli.train.run`."""
+
+    model: object
+    optimizer: object
+    train_step: object  # tf.function(iterator) -> loss
+    iterator: object
+    total_steps: int
+    steps_per_epoch: float
+    global_batch: int
+    train: TrainConfig
+    run_dir: RunDirectory
+    schedule: object = None  # step -> learning rate
+    validate: object = None  # callable() -> dict of val metrics, or None
+    is_chief: bool = True
+
+
+class _Throughput:
+    def __init__(self, global_batch: int):
+        self.global_batch = global_batch
+        self.reset()
+
+    def reset(self):
+        self.start, self.steps = time.perf_counter(), 0
+
+    def images_per_second(self) -> float:
+        elapsed = time.perf_counter() - self.start
+        return self.steps * self.global_batch / elapsed if elapsed > 0 else 0.0
+
+
+def _checkpoint(job: TrainingJob, best: float | None) -> None:
+    # The optimizer's own counter, not the loop's: a Ctrl-C can land after a step was
+    # applied but before the loop counted it.
+    step = int(job.optimizer.iterations.numpy())
+    if job.is_chief:
+        save_state(job.run_dir.checkpoints, job.model, job.optimizer,
+                   {"step": step, "best_val_top1": best})
+
+
+def _validate(job: TrainingJob, step: int, best, callbacks: TrainingCallbacks):
+    record = {"step": step, **job.validate()}
+    callbacks.on_eval(record)
+    if job.is_chief:
+        job.run_dir.log(record)
+    if best is None or record["val_top1"] > best:
+        best = record["val_top1"]
+        if job.is_chief:
+            job.run_dir.save_model(job.model, BEST_FILE)
+    return best
+
+
+def run_loop(job: TrainingJob, start_step: int, callbacks: TrainingCallbacks,
+             best: float | None = None) -> dict:
+    """Runs steps start_step+1 .. total_steps. Ctrl-C checkpoints, then re-raises."""
+    config, meter, step, losses = job.train, _Throughput(job.global_batch), start_step, []
+    try:
+        while step < job.total_steps:
+            losses.append(job.train_step(job.iterator))
+            step, meter.steps = step + 1, meter.steps + 1
+            if step % config.log_every == 0 or step == job.total_steps:
+                loss = float(np.mean([float(value) for value in losses]))
+                record = {"step": step, "epoch": round(step / job.steps_per_epoch, 3),
+                          "loss": loss, "lr": float(job.schedule(step)),
+                          "images_per_sec": round(meter.images_per_second(), 2)}
+                if not np.isfinite(loss):
+                    callbacks.on_message(f"warning: loss is {loss} at step {step}")
+                callbacks.on_log(record)
+                if job.is_chief:
+                    job.run_dir.log(record)
+                losses = []
+                meter.reset()
+            if job.validate and (step % config.eval_every == 0 or step == job.total_steps):
+                best = _validate(job, step, best, callbacks)
+                meter.reset()
+            if step % config.checkpoint_every == 0 or step == job.total_steps:
+                _checkpoint(job, best)
+    except KeyboardInterrupt:
+        _checkpoint(job, best)
+        raise
+    return {"step": step, "interrupted": False, "best_val_top1": best}
+
+
+def ensure_built(optimizer, model) -> None:
+    """Creates the optimizer's slots (needed before restoring a checkpoint into them)."""
+    if not optimizer.built:
+        optimizer.build(model.trainable_variables)
+

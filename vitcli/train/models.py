@@ -1,0 +1,67 @@
+"""The model a run starts from: a checkpoint with a new head, or a fresh variant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+
+from vitcli.config import RunConfig
+from vitcli.errors import VitcliError
+from vitcli.models.registry import decode_variant, match_variant
+from vitcli.models.vit import build_vit
+from vitcli.train.rundir import MODEL_FILE
+from vitcli.weights.checkpoint import load_checkpoint_with_report
+
+
+def resolve_model_path(spec: str, progress=None) -> Path:
+    """A run directory (its model.keras), a local file, a named checkpoint or a URL."""
+    from vitcli.weights.hub import resolve_weights
+
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / MODEL_FILE).is_file():
+            raise VitcliError(f"{path} is a directory without a {MODEL_FILE}",
+                              hint="pass a run directory, a .keras or an .npz file")
+        return path / MODEL_FILE
+    return resolve_weights(spec, progress=progress)
+
+
+def _from_checkpoint(config: RunConfig, num_classes: int) -> tuple[keras.Model, list[str]]:
+    dropout = 0.0 if config.dropout is None else config.dropout  # REFERENCE: fine-tune at 0
+    model, report = load_checkpoint_with_report(
+        resolve_model_path(config.weights), image_size=config.image_size,
+        num_classes=num_classes, dropout=dropout,
+    )
+    if config.model and match_variant(report.config) not in (None, config.model.lower()):
+        raise VitcliError(f"--model {config.model} does not match the checkpoint, which is "
+                          f"a {match_variant(report.config)}",
+                          hint="drop --model: the architecture is read from the file")
+    return model, [f"weights: {config.weights}", *report.lines()]
+
+
+def _from_scratch(config: RunConfig, num_classes: int) -> tuple[keras.Model, list[str]]:
+    if not config.model:
+        raise VitcliError("no model given", hint="pass --model (e.g. vit-ti16) or --weights")
+    row = decode_variant(config.model)
+    pretraining = config.command == "pretrain"
+    overrides = {
+        "num_classes": num_classes,
+        "image_size": config.image_size or 224,
+        "classifier": config.classifier,
+        # Pre-training has the tanh pre-logits layer of width D (REFERENCE section 6).
+        "representation_size": (config.representation_size or row.hidden_size)
+        if pretraining else config.representation_size,
+        "dropout": config.dropout if config.dropout is not None
+        else (row.dropout if pretraining else 0.0),
+    }
+    model = build_vit(decode_variant(config.model, **overrides))
+    note = [] if pretraining else ["warning: no --weights given: fine-tuning from scratch"]
+    return model, [*note, f"new {config.model} ({model.count_params():,} parameters)"]
+
+
+def model_for_run(config: RunConfig, num_classes: int) -> tuple[keras.Model, list[str]]:
+    """The model to train and the lines saying where it came from."""
+    if config.weights:
+        return _from_checkpoint(config, num_classes)
+    return _from_scratch(config, num_classes)

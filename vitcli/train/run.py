@@ -1,0 +1,112 @@
+"""Builds a training job from a `RunConfig` and runs it: the library side of
+`vitcli finetune` and `vitcli pretrain`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from vitcli.config import RunConfig
+from vitcli.data.pipeline import train_dataset
+from vitcli.data.sources import DataSource, open_source
+from vitcli.errors import VitcliError
+from vitcli.train.callbacks import TrainingCallbacks
+from vitcli.train.loop import TrainingJob, ensure_built, run_loop
+from vitcli.train.models import model_for_run
+from vitcli.train.optim import WarmupDecay, make_optimizer
+from vitcli.train.rundir import RunDirectory, truncate_metrics
+from vitcli.train.state import has_state, restore_state
+from vitcli.train.step import make_train_step
+from vitcli.train.strategy import make_strategy
+from vitcli.train.validation import make_validator
+
+
+def default_run_directory(config: RunConfig) -> Path:
+    source = config.data.source.rstrip("/")
+    name = source.split(":", 1)[1] if source.startswith("tfds:") else Path(source).name
+    return Path("runs") / f"{name or 'run'}-{config.command}"
+
+
+def total_steps(config: RunConfig, num_train: int) -> int:
+    train = config.train
+    if train.epochs is not None:
+        return max(1, math.ceil(train.epochs * num_train / train.batch_size))
+    if train.steps is None:
+        raise VitcliError("no training length given", hint="pass --steps N or --epochs N")
+    return train.steps
+
+
+def _check_batch(config: RunConfig, replicas: int) -> int:
+    """The per-replica micro-batch: global batch / accumulation steps / replicas."""
+    train = config.train
+    micro, remainder = divmod(train.batch_size, train.accum_steps * replicas)
+    if remainder or micro < 1:
+        raise VitcliError(f"--batch {train.batch_size} is not divisible by --accum "
+                          f"{train.accum_steps} x {replicas} replicas")
+    return micro
+
+
+def _distributed_iterator(strategy, source: DataSource, config: RunConfig, image_size: int,
+                          start_step: int):
+    micro_batch = _check_batch(config, strategy.num_replicas_in_sync)
+    consumed = start_step * config.train.batch_size
+
+    def dataset_for(context: tf.distribute.InputContext):
+        return train_dataset(
+            source.split("train"), config.data, image_size=image_size, batch_size=micro_batch,
+            num_classes=len(source.class_names), seed=config.train.seed,
+            start_example=consumed, input_context=context,
+        )
+
+    return iter(strategy.distribute_datasets_from_function(dataset_for))
+
+
+def run_training(config: RunConfig, callbacks: TrainingCallbacks | None = None) -> dict:
+    """Trains (or resumes) the run of `config`; returns a summary dict."""
+    callbacks = callbacks or TrainingCallbacks()
+    source = open_source(config.data)
+    for path, reason in source.skipped:
+        callbacks.on_message(f"skipped unreadable image {path}: {reason}")
+    run_dir = RunDirectory(config.out or default_run_directory(config))
+    run_dir.prepare(config, source.class_names)
+    keras.utils.set_random_seed(config.train.seed)
+    strategy = make_strategy()
+    steps = total_steps(config, source.split("train").num_examples)
+    with strategy.scope():
+        model, load_lines = model_for_run(config, len(source.class_names))
+        optimizer = make_optimizer(config.train, steps)
+        ensure_built(optimizer, model)
+    start_step, best = 0, None
+    if config.resume and has_state(run_dir.checkpoints):
+        extra = restore_state(run_dir.checkpoints, model, optimizer)
+        start_step, best = extra["step"], extra.get("best_val_top1")
+        truncate_metrics(run_dir.path, start_step)
+    image_size = model.input_shape[1]
+    job = TrainingJob(
+        model=model, optimizer=optimizer, total_steps=steps,
+        train_step=make_train_step(
+            model, optimizer, strategy, global_batch=config.train.batch_size,
+            accum_steps=config.train.accum_steps, grad_clip_norm=config.train.grad_clip_norm,
+            label_smoothing=config.train.label_smoothing),
+        iterator=_distributed_iterator(strategy, source, config, image_size, start_step),
+        steps_per_epoch=source.split("train").num_examples / config.train.batch_size,
+        global_batch=config.train.batch_size, train=config.train, run_dir=run_dir,
+        schedule=WarmupDecay(config.train.learning_rate, config.train.warmup_steps, steps,
+                             config.train.schedule),
+        validate=make_validator(model, source, config, image_size),
+    )
+    callbacks.on_start({"run_dir": str(run_dir.path), "total_steps": steps,
+                        "start_step": start_step, "global_batch": config.train.batch_size,
+                        "replicas": strategy.num_replicas_in_sync, "image_size": image_size,
+                        "classes": len(source.class_names), "loaded": load_lines,
+                        "train_examples": source.split("train").num_examples})
+    summary = run_loop(job, start_step, callbacks, best)
+    if config.train.ema_decay is not None:
+        optimizer.finalize_variable_values(model.trainable_variables)
+    summary["model"] = str(run_dir.save_model(model))
+    summary["run_dir"] = str(run_dir.path)
+    callbacks.on_end(summary)
+    return summary

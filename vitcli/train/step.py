@@ -1,0 +1,62 @@
+"""The distributed training step: `strategy.run` over micro-batches, explicit reductions.
+
+Written against tf.distribute directly (not `Model.fit`), so one code path serves the
+default, mirrored and multi-worker strategies (Keras 3.15's `fit` fails under
+MultiWorkerMirroredStrategy, keras-team/keras#20585).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+def per_example_loss(labels: tf.Tensor, logits: tf.Tensor, label_smoothing: float) -> tf.Tensor:
+    """Softmax cross-entropy against (possibly mixed) one-hot labels, in float32."""
+    logits = tf.cast(logits, tf.float32)
+    if label_smoothing:
+        classes = tf.cast(tf.shape(labels)[-1], tf.float32)
+        labels = labels * (1.0 - label_smoothing) + label_smoothing / classes
+    return tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+
+
+def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strategy, *,
+                    global_batch: int, accum_steps: int = 1, grad_clip_norm: float | None = 1.0,
+                    label_smoothing: float = 0.0):
+    """A tf.function taking a distributed iterator; one call = one optimizer step.
+
+    Each replica sums the gradients of `accum_steps` micro-batches (loss scaled by
+    1/global_batch), the sum is all-reduced across replicas, clipped by its global norm,
+    and handed to the optimizer divided by the replica count (the optimizer sums again).
+    Returns the mean loss over the global batch.
+    """
+    variables = model.trainable_variables
+
+    def replica_step(micro_batches):
+        gradients = [tf.zeros(variable.shape, variable.dtype) for variable in variables]
+        loss_sum = tf.constant(0.0)
+        for images, labels in micro_batches:
+            with tf.GradientTape() as tape:
+                logits = model(images, training=True)
+                losses = per_example_loss(labels, logits, label_smoothing)
+                scaled = tf.reduce_sum(losses) / global_batch
+            step_gradients = tape.gradient(scaled, variables)
+            gradients = [total + tf.convert_to_tensor(gradient)
+                         for total, gradient in zip(gradients, step_gradients, strict=True)]
+            loss_sum += scaled
+        context = tf.distribute.get_replica_context()
+        gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+        if grad_clip_norm:
+            gradients, _ = tf.clip_by_global_norm(gradients, grad_clip_norm)
+        replicas = tf.cast(context.num_replicas_in_sync, tf.float32)
+        optimizer.apply_gradients(
+            zip([gradient / replicas for gradient in gradients], variables, strict=True))
+        return loss_sum
+
+    @tf.function
+    def train_step(iterator):
+        micro_batches = [next(iterator) for _ in range(accum_steps)]
+        losses = strategy.run(replica_step, args=(micro_batches,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+    return train_step

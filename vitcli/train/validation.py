@@ -1,0 +1,25 @@
+"""Validation during training: top-1 and loss on the validation split."""
+
+from __future__ import annotations
+
+from vitcli.config import RunConfig
+from vitcli.data.pipeline import eval_dataset
+from vitcli.data.sources import DataSource
+from vitcli.evaluate.inference import collect_logits
+from vitcli.evaluate.metrics import classification_metrics
+
+
+def make_validator(model, source: DataSource, config: RunConfig, image_size: int):
+    """A callable returning {'val_top1', 'val_top5', 'val_loss'}, or None without a val split."""
+    if "val" not in source.splits:
+        return None
+    split = source.split("val")
+    batch = min(config.train.batch_size, 256)
+
+    def validate() -> dict:
+        dataset = eval_dataset(split, config.data, image_size=image_size, batch_size=batch)
+        logits, labels = collect_logits(model, dataset)
+        metrics = classification_metrics(logits, labels, source.class_names)
+        return {f"val_{key}": round(float(metrics[key]), 6) for key in ("top1", "top5", "loss")}
+
+    return validate
