@@ -29,7 +29,9 @@ def decode_image(encoded: tf.Tensor) -> tf.Tensor:
 def resize(image: tf.Tensor, size: int) -> tf.Tensor:
     """Bilinear resize to (size, size), as the reference's evaluation does; float32 [0, 255]."""
     resized = tf.image.resize(tf.cast(image, tf.float32), [size, size], method="bilinear")
-    return tf.clip_by_value(resized, 0.0, 255.0)
+    resized = tf.clip_by_value(resized, 0.0, 255.0)
+    resized.set_shape([size, size, 3])  # static shape for Keras layers and serving graphs
+    return resized
 
 
 def resize_small_center_crop(image: tf.Tensor, size: int,
@@ -41,7 +43,9 @@ def resize_small_center_crop(image: tf.Tensor, size: int,
     image = tf.image.resize(tf.cast(image, tf.float32), new_shape, method="bilinear")
     top = (new_shape[0] - size) // 2
     left = (new_shape[1] - size) // 2
-    return tf.clip_by_value(image[top:top + size, left:left + size], 0.0, 255.0)
+    cropped = tf.clip_by_value(image[top:top + size, left:left + size], 0.0, 255.0)
+    cropped.set_shape([size, size, 3])
+    return cropped
 
 
 def inception_crop(image: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:

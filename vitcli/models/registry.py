@@ -11,8 +11,10 @@ import re
 from vitcli.config import ModelConfig, ResNetConfig
 from vitcli.errors import VitcliError
 
-# size: (hidden_size, depth, num_heads, mlp_dim)  -- paper Table 1 plus Ti/S of DeiT/AugReg.
+# size: (hidden_size, depth, num_heads, mlp_dim)  -- paper Table 1 plus Ti/S of DeiT/AugReg,
+# and "mu", a micro size of our own for CPUs, demos and tests (not a published model).
 SIZES = {
+    "mu": (96, 6, 3, 384),
     "ti": (192, 12, 3, 768),
     "s": (384, 12, 6, 1536),
     "b": (768, 12, 12, 3072),
@@ -38,7 +40,7 @@ VARIANTS = {
     "r-vit-ti16": ("ti", 8, (), 0.0),
 }
 
-_PLAIN_NAME = re.compile(r"^vit-(ti|s|b|l|h)(\d+)$")
+_PLAIN_NAME = re.compile(r"^vit-(mu|ti|s|b|l|h)(\d+)$")
 
 
 def variant_names() -> list[str]:

@@ -65,3 +65,25 @@ def model_for_run(config: RunConfig, num_classes: int) -> tuple[keras.Model, lis
     if config.weights:
         return _from_checkpoint(config, num_classes)
     return _from_scratch(config, num_classes)
+
+
+def load_trained(spec: str | Path) -> tuple[keras.Model, list[str] | None]:
+    """A model to evaluate, predict with or export, and its labels when it has them
+    (a run directory's labels.txt); `spec` as for `resolve_model_path`."""
+    from vitcli.train.rundir import read_labels
+
+    path = resolve_model_path(str(spec))
+    model = load_checkpoint_with_report(path)[0]
+    labels = read_labels(path.parent) if path.name == MODEL_FILE and Path(spec).is_dir() else None
+    if labels is not None and len(labels) != model.output_shape[-1]:
+        raise VitcliError(f"{spec}: labels.txt has {len(labels)} names for a "
+                          f"{model.output_shape[-1]}-class head")
+    return model, labels
+
+
+def feature_model(model: keras.Model) -> keras.Model:
+    """The frozen representation used by few-shot probes: pre-logits if present, else the
+    pooled (post-norm) token."""
+    names = [layer.name for layer in model.layers]
+    layer = model.get_layer("pre_logits" if "pre_logits" in names else "pooling")
+    return keras.Model(model.input, layer.output, name=f"{model.name}_features")

@@ -13,11 +13,10 @@ def make_validator(model, source: DataSource, config: RunConfig, image_size: int
     """A callable returning {'val_top1', 'val_top5', 'val_loss'}, or None without a val split."""
     if "val" not in source.splits:
         return None
-    split = source.split("val")
-    batch = min(config.train.batch_size, 256)
+    dataset = eval_dataset(source.split("val"), config.data, image_size=image_size,
+                           batch_size=min(config.train.batch_size, 256))
 
     def validate() -> dict:
-        dataset = eval_dataset(split, config.data, image_size=image_size, batch_size=batch)
         logits, labels = collect_logits(model, dataset)
         metrics = classification_metrics(logits, labels, source.class_names)
         return {f"val_{key}": round(float(metrics[key]), 6) for key in ("top1", "top5", "loss")}

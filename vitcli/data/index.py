@@ -1,0 +1,219 @@
+"""The checked, cached index of an image folder: every file decoded once, bad ones remembered.
+
+`index_folder(root)` walks `root`, decodes every file that lies inside a sub-folder with the
+same TensorFlow op that training uses, and records why each bad file is bad. The result is
+cached as JSON in `home_dir()/index/<sha256 of the absolute path, 24 hex digits>.json`:
+
+    {"version": 1, "root": "/abs/root", "signature": "<sha256>",
+     "files": {"cat/1.jpg": [size, mtime_ns, null], "cat/2.jpg": [size, mtime_ns, "empty file"]}}
+
+The signature hashes every indexed (relative path, size, mtime_ns): an unchanged folder has the
+cached signature and, file by file, the cached size and mtime, so nothing is decoded. When the
+folder changed, only new or changed files are decoded again, and the cache is rewritten
+atomically (temporary file, then rename).
+
+Which files count: hidden files and folders (a name starting with "."), `Thumbs.db`,
+`desktop.ini` and anything that is not a regular file (a FIFO would block the read) are
+ignored, and so are files directly in `root` (e.g. a LICENSE.txt next to the class folders).
+Every other file is judged by its content, not its extension: TensorFlow sniffs the format, so
+a PNG named `.jpg` is used and a `.txt` file is reported as not an image. Unreadable files
+(permissions, I/O errors) are reported but not cached, so they are checked again next time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import tensorflow as tf
+
+from vitcli.data import ops
+from vitcli.weights.hub import home_dir
+
+INDEX_VERSION = 1
+Progress = Callable[[int, int], None]
+UNREADABLE = "unreadable"
+CHECK_BATCH = 64  # files per progress report
+IGNORED_NAMES = frozenset({"Thumbs.db", "desktop.ini"})
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One file under the root: where it is, its stat, and why it is unusable (None if usable)."""
+
+    path: str  # relative to the root, "/"-separated
+    size: int
+    mtime_ns: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class FolderIndex:
+    """Every file of a folder, sorted by path; `checked` counts the files decoded to build it."""
+
+    root: Path
+    entries: list[IndexEntry]
+    checked: int
+    cache_file: Path
+
+
+def cache_file(root: Path) -> Path:
+    """Where the index of `root` (an absolute path) is cached."""
+    key = hashlib.sha256(str(root).encode()).hexdigest()[:24]
+    return home_dir() / "index" / f"{key}.json"
+
+
+def index_folder(root: str | os.PathLike, progress: Progress | None = None) -> FolderIndex:
+    """The index of `root`, from the cache when the folder is unchanged, else (re)checked;
+    `progress(done, total)` is called while new or changed files are decoded."""
+    root = Path(root).resolve()
+    stats = scan(root)
+    signature = folder_signature(stats)
+    path = cache_file(root)
+    cached = _load_cache(path, root)
+    known = {name: record for name, record in cached.get("files", {}).items()
+             if stats.get(name) == tuple(record[:2])}
+    to_check = [name for name in stats if name not in known]
+    for name, error in check_files(root, to_check, progress).items():
+        known[name] = [*stats[name], error]
+    if to_check or cached.get("signature") != signature:
+        # An unreadable file (permissions, I/O) may be fixed without its mtime changing, so it
+        # is not remembered and is checked again next time.
+        lasting = {name: known[name] for name in stats if not _is_transient(known[name][2])}
+        _save_cache(path, root, signature, lasting)
+    entries = [IndexEntry(name, *stats[name], known[name][2]) for name in sorted(stats)]
+    return FolderIndex(root, entries, len(to_check), path)
+
+
+def _is_transient(error: str | None) -> bool:
+    return bool(error) and error.startswith(UNREADABLE)
+
+
+def scan(root: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of every candidate file under `root` by relative path, following
+    symbolic links to folders but never into a loop."""
+    stats: dict[str, tuple[int, int]] = {}
+    visited: set[str] = set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in visited:
+            subfolders[:] = []
+            continue
+        visited.add(real)
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        relative = Path(folder).relative_to(root)
+        if relative == Path("."):
+            continue  # files next to the class folders are not data
+        for name in files:
+            if name.startswith(".") or name in IGNORED_NAMES:
+                continue
+            with contextlib.suppress(OSError):  # a dangling link or a file removed meanwhile
+                status = os.stat(os.path.join(folder, name))
+                if stat.S_ISREG(status.st_mode):  # never a FIFO, whose read would block
+                    stats[(relative / name).as_posix()] = (status.st_size, status.st_mtime_ns)
+    return stats
+
+
+def folder_signature(stats: dict[str, tuple[int, int]]) -> str:
+    """A hash of every (relative path, size, mtime_ns): equal hashes mean an unchanged folder."""
+    text = json.dumps(sorted((name, *stat) for name, stat in stats.items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_files(root: Path, names: list[str], progress: Progress | None = None
+                ) -> dict[str, str | None]:
+    """Why each relative name is not a usable image (None when it is); `progress(done, total)`
+    follows along."""
+    decodable = _decodable(root, names, progress)
+    # Only the (rare) failures are decoded again, one by one, to learn why they failed.
+    return {name: None if position in decodable else _check_one(root / name)
+            for position, name in enumerate(names)}
+
+
+def _decodable(root: Path, names: list[str], progress: Progress | None) -> set[int]:
+    """Positions in `names` of the files TensorFlow decodes, found by a parallel tf.data pass
+    that drops the failures."""
+    decodable: set[int] = set()
+    if not names:
+        return decodable
+    paths = tf.constant([str(root / name) for name in names])
+
+    def decode(position, path):
+        return position, tf.shape(ops.decode_image(tf.io.read_file(path)))
+
+    dataset = tf.data.Dataset.from_tensor_slices((tf.range(len(names)), paths))
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    dataset = dataset.ignore_errors().batch(CHECK_BATCH)
+    done = 0
+    for positions, _ in dataset:
+        decodable.update(positions.numpy().tolist())
+        done += len(positions)
+        if progress:
+            progress(done, len(names))
+    if progress and done < len(names):
+        progress(len(names), len(names))  # the failures, dropped above, are done too
+    return decodable
+
+
+def _check_one(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        return f"{UNREADABLE} ({error.strerror or error})"
+    return decode_error(data) or "could not be decoded in the pipeline"
+
+
+def decode_error(data: bytes) -> str | None:
+    """Why TensorFlow cannot decode `data` as an image, or None when it can."""
+    if not data:
+        return "empty file"
+    try:
+        ops.decode_image(tf.constant(data))
+    except tf.errors.OpError as error:
+        message = _clean_message(error.message)
+        if message.startswith("Unknown image file format"):
+            return "not an image TensorFlow can decode (JPEG, PNG, GIF, BMP, WebP)"
+        return f"corrupt or truncated image ({message})"
+    return None
+
+
+def _clean_message(message: str) -> str:
+    """TensorFlow's error text without its `{{function_node ...}}` prefix and `[Op:...]` suffix."""
+    message = message.split("}}", 1)[-1].strip()
+    message = message.split(" [Op:", 1)[0].strip()
+    return message.splitlines()[0] if message else "unknown error"
+
+
+def _load_cache(path: Path, root: Path) -> dict:
+    """The cached index of `root`, or {} when there is none or it is unusable."""
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    valid = (isinstance(cached, dict) and cached.get("version") == INDEX_VERSION
+             and cached.get("root") == str(root) and isinstance(cached.get("files"), dict))
+    return cached if valid else {}
+
+
+def _save_cache(path: Path, root: Path, signature: str, files: dict[str, list]) -> None:
+    """Writes the index atomically; a cache that cannot be written only costs a re-check."""
+    record = {"version": INDEX_VERSION, "root": str(root), "signature": signature, "files": files}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    except OSError:
+        return
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            json.dump(record, file)
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)

@@ -1,0 +1,402 @@
+"""Where the images come from: an image folder or a tensorflow-datasets dataset, opened as named
+splits of (encoded image bytes, label) examples in a fixed order.
+
+Image folders are `DIR/<class>/...` (a stratified validation split is then held out of it) or
+`DIR/{train, val|validation, test}/<class>/...`; images may sit in nested folders inside a
+class folder. Class names are the sorted class folders of the train folder. Every file is
+checked once through the cached index (`vitcli.data.index`); files TensorFlow cannot decode
+are left out and listed in `DataSource.skipped`, or are an error with `config.strict`.
+
+tensorflow-datasets sources are `tfds:NAME`; their images stay encoded (`SkipDecoding`), so
+both kinds of source feed the same decoding pipeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tensorflow as tf
+
+from vitcli.config import DataConfig
+from vitcli.data.index import FolderIndex, IndexEntry, Progress, index_folder
+from vitcli.errors import VitcliError
+
+TFDS_PREFIX = "tfds:"
+SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+# The held-out validation files of a class are the ones whose salted path hashes sort first:
+# a fixed choice that moves few files when files are added.
+HOLDOUT_SALT = b"vitcli-validation-holdout-1"
+LAYOUT_HINT = "expected DIR/<class>/<image> or DIR/{train,val,test}/<class>/<image>"
+
+
+@dataclass
+class Split:
+    """One split: a list of files (image folders) or a sequential reader (tensorflow-datasets)."""
+
+    name: str
+    num_examples: int
+    files: list[str] = field(default_factory=list, repr=False)  # absolute paths, in order
+    labels: list[int] = field(default_factory=list, repr=False)
+    reader: Callable[[], tf.data.Dataset] | None = field(default=None, repr=False)
+
+    @property
+    def random_access(self) -> bool:
+        """Whether example i can be fetched directly (a file list) rather than by reading on."""
+        return self.reader is None
+
+    def examples(self) -> tf.data.Dataset:
+        """(encoded image tf.string, label tf.int32) in a fixed order, not decoded."""
+        if self.reader is not None:
+            return self.reader()
+        files = tf.constant(self.files, tf.string)
+        labels = tf.constant(self.labels, tf.int32)
+        return tf.data.Dataset.from_tensor_slices((files, labels)).map(
+            read_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def read_example(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(path, label) -> (the file's bytes, label)."""
+    return tf.io.read_file(path), label
+
+
+@dataclass
+class DataSource:
+    """The opened data: class names, the splits that exist, and the files that were left out."""
+
+    description: str
+    class_names: list[str]
+    splits: dict[str, Split]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    missing: dict[str, str] = field(default_factory=dict, repr=False)  # split -> why it is absent
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def split(self, name: str) -> Split:
+        """The named split, or a VitcliError that names the ones there are."""
+        if name in self.splits:
+            return self.splits[name]
+        reason = self.missing.get(name)
+        detail = f": {reason}" if reason else ""
+        available = ", ".join(self.splits) or "none"
+        raise VitcliError(f"{self.description} has no {name} split{detail}",
+                          hint=f"its splits: {available}")
+
+
+def open_source(config: DataConfig, *, progress: Progress | None = None) -> DataSource:
+    """Opens `config.source`: an image folder, or `tfds:NAME` for tensorflow-datasets.
+
+    `progress(done, total)` is called while an image folder's new or changed files are checked
+    (a first index of a large folder takes a while; later opens reuse the cached index).
+    """
+    source = config.source.strip()
+    if not source:
+        raise VitcliError("no data given", hint="give an image folder or tfds:NAME")
+    if source.startswith(TFDS_PREFIX):
+        return _open_tfds(source[len(TFDS_PREFIX):].strip(), config)
+    return _open_folder(source, config, progress)
+
+
+def parse_fraction(text: str) -> float | None:
+    """`text` as a float (a held-out fraction such as "0.1"), or None when it is no number."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Image folders
+# ---------------------------------------------------------------------------------------------
+
+
+def _open_folder(source: str, config: DataConfig, progress: Progress | None) -> DataSource:
+    """Indexes the folder, works out its layout and builds its splits."""
+    root = _existing_folder(source)
+    folders = _split_folders(root)
+    class_names = _class_names(root, folders)  # layout errors come before the slow index
+    index = index_folder(root, progress)
+    groups = _group_entries(index, split_layout="" not in folders.values())
+    skipped = _skipped(source, folders, class_names, groups)
+    if config.strict and skipped:
+        path, reason = skipped[0]
+        raise VitcliError(f"{len(skipped)} unusable file(s) in {source}, e.g. {path}: {reason}",
+                          hint="fix or remove them, or leave out --strict to skip them")
+    by_split = {name: _class_files(root, folder, class_names, groups)
+                for name, folder in folders.items()}
+    if "val" not in by_split and "train" in by_split:
+        by_split["train"], held_out = _hold_out(by_split["train"], _holdout_fraction(config))
+        if any(held_out):
+            by_split["val"] = held_out
+    splits = {name: _folder_split(name, index.root, by_split[name])
+              for name in ("train", "val", "test") if name in by_split}
+    return DataSource(f"image folder {source}", class_names, splits, skipped)
+
+
+def _existing_folder(source: str) -> Path:
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise VitcliError(f"no such folder: {source}", hint=LAYOUT_HINT)
+    if not path.is_dir():
+        raise VitcliError(f"{source} is a file, not a folder",
+                          hint="give the folder that holds one sub-folder per class")
+    return path
+
+
+def _subfolders(folder: Path) -> list[str]:
+    """Sorted names of the visible sub-folders."""
+    return sorted(entry.name for entry in folder.iterdir()
+                  if entry.is_dir() and not entry.name.startswith("."))
+
+
+def _split_folders(root: Path) -> dict[str, str]:
+    """Split name -> folder relative to the root; {"train": ""} for a folder of class folders."""
+    folders = _subfolders(root)
+    if not folders:
+        raise VitcliError(f"no class folders in {root}", hint=LAYOUT_HINT)
+    split_like = [name for name in folders if name in SPLIT_FOLDERS]
+    if len(split_like) < len(folders):
+        if "train" in split_like:
+            others = ", ".join(name for name in folders if name not in SPLIT_FOLDERS)
+            raise VitcliError(f"{root} mixes split folders with other folders ({others})",
+                              hint=LAYOUT_HINT)
+        return {"train": ""}
+    if "val" in split_like and "validation" in split_like:
+        raise VitcliError(f"{root} has both val/ and validation/", hint="keep one of them")
+    return {SPLIT_FOLDERS[name]: name for name in split_like}
+
+
+def _class_names(root: Path, folders: dict[str, str]) -> list[str]:
+    """The train folder's class folders; the other splits may lack some but add none."""
+    reference = next(name for name in ("train", "val", "test") if name in folders)
+    names = {}
+    for split, folder in folders.items():
+        names[split] = _subfolders(root / folder)
+        if not names[split]:
+            raise VitcliError(f"no class folders in {root / folder}", hint=LAYOUT_HINT)
+    for split, classes in names.items():
+        extra = sorted(set(classes) - set(names[reference]))
+        if extra:
+            raise VitcliError(
+                f"{root / folders[split]} has class folders that {reference} lacks: "
+                f"{', '.join(extra)}", hint=f"every class needs a folder in {reference}/")
+    return names[reference]
+
+
+def _group_entries(index: FolderIndex, split_layout: bool) -> dict[tuple[str, str], list]:
+    """Index entries by (split folder, class folder); files outside class folders are dropped."""
+    groups: dict[tuple[str, str], list[IndexEntry]] = defaultdict(list)
+    for entry in index.entries:
+        parts = entry.path.split("/")
+        if not split_layout:
+            groups[("", parts[0])].append(entry)
+        elif len(parts) >= 3:
+            groups[(parts[0], parts[1])].append(entry)
+    return groups
+
+
+def _skipped(source: str, folders: dict[str, str], class_names: list[str],
+             groups: dict[tuple[str, str], list]) -> list[tuple[str, str]]:
+    """(path as given, reason) of every unusable file inside a class folder of a split."""
+    return [(os.path.join(source, entry.path), entry.error)
+            for folder in folders.values() for name in class_names
+            for entry in groups.get((folder, name), []) if entry.error]
+
+
+def _class_files(root: Path, folder: str, class_names: list[str],
+                 groups: dict[tuple[str, str], list]) -> list[list[str]]:
+    """Usable relative paths per class (in class order); an empty class folder is an error."""
+    per_class = []
+    for name in class_names:
+        entries = groups.get((folder, name), [])
+        usable = [entry.path for entry in entries if entry.error is None]
+        if not usable and (root / folder / name).is_dir():
+            bad = f" ({len(entries)} unusable file(s) skipped)" if entries else ""
+            raise VitcliError(f"class folder {root / folder / name} has no images{bad}",
+                              hint="add images to it or remove it")
+        per_class.append(usable)
+    return per_class
+
+
+def _holdout_fraction(config: DataConfig) -> float:
+    """config.val_split as the fraction of train to hold out when there is no val/ folder."""
+    fraction = parse_fraction(config.val_split.strip() or "0")
+    if fraction is None or not 0.0 <= fraction < 1.0:
+        raise VitcliError(
+            f"val_split '{config.val_split}' is not a fraction in [0, 1)",
+            hint="an image folder without a val/ folder holds out a fraction such as 0.1")
+    return fraction
+
+
+def _hold_out(per_class: list[list[str]], fraction: float) -> tuple[list, list]:
+    """Stratified split: round(n * fraction) files of each class of n >= 2 files (at least one,
+    and never all) go to validation; the rest stay in train."""
+    train, held_out = [], []
+    for paths in per_class:
+        count = 0
+        if fraction > 0 and len(paths) >= 2:
+            count = min(len(paths) - 1, max(1, round(len(paths) * fraction)))
+        ranked = sorted(paths, key=lambda path: hashlib.sha256(HOLDOUT_SALT + path.encode())
+                        .digest())
+        chosen = set(ranked[:count])
+        train.append([path for path in paths if path not in chosen])
+        held_out.append([path for path in paths if path in chosen])
+    return train, held_out
+
+
+def _folder_split(name: str, root: Path, per_class: list[list[str]]) -> Split:
+    """A Split of absolute paths in class order, each class's files in path order."""
+    files = [str(root / path) for paths in per_class for path in paths]
+    labels = [label for label, paths in enumerate(per_class) for _ in paths]
+    return Split(name, len(files), files=files, labels=labels)
+
+
+# ---------------------------------------------------------------------------------------------
+# tensorflow-datasets
+# ---------------------------------------------------------------------------------------------
+
+
+def _open_tfds(name: str, config: DataConfig) -> DataSource:
+    """A prepared tensorflow-datasets dataset (prepared now if `config.download`)."""
+    import tensorflow_datasets as tfds  # slow to import; only tfds sources need it
+
+    builder = _tfds_builder(tfds, name, config)
+    image_key, label_key = _feature_keys(builder, name)  # before any download
+    _ensure_prepared(builder, name, config)
+    splits, missing = {}, {}
+    for split, spec in _tfds_split_specs(builder, name, config).items():
+        count, reason = _tfds_count(builder, spec)
+        if reason:
+            missing[split] = reason
+            continue
+        reader = _tfds_reader(builder, spec, image_key, label_key)
+        splits[split] = Split(split, count, reader=reader)
+    class_names = list(builder.info.features[label_key].names)
+    return DataSource(f"tfds:{name}", class_names, splits, [], missing)
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    """tensorflow-datasets logs warnings (e.g. a missing dataset_info.json) that vitcli turns into
+    its own errors; the library prints nothing itself."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _tfds_builder(tfds, name: str, config: DataConfig):
+    """The dataset's builder (its features are known from code before it is prepared)."""
+    with _quiet_absl():
+        try:
+            return tfds.builder(name, data_dir=config.data_dir)
+        except (ValueError, AssertionError) as error:  # DatasetNotFoundError is a ValueError
+            raise VitcliError(f"cannot open tfds:{name}: {_first_line(error)}",
+                              hint="check the name against the tensorflow-datasets catalogue"
+                              ) from None
+
+
+def _ensure_prepared(builder, name: str, config: DataConfig) -> None:
+    """Fails at once when the dataset is not prepared (never tfds' minutes of download retries),
+    unless `config.download` allows preparing it now."""
+    with _quiet_absl():
+        if builder.is_prepared():
+            return
+    where = f" in {config.data_dir}" if config.data_dir else ""
+    if not config.download:
+        raise VitcliError(f"tfds:{name} is not prepared{where} (looked in {builder.data_dir})",
+                          hint="pass --download to download and prepare it, or --data-dir to "
+                               "the folder that holds it")
+    try:
+        builder.download_and_prepare()
+    except Exception as error:  # downloads fail in many ways; each is a user-facing error
+        raise VitcliError(f"could not download and prepare tfds:{name}: {_first_line(error)}",
+                          hint="check the network, or prepare it elsewhere and pass --data-dir"
+                          ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _feature_keys(builder, name: str) -> tuple[str, str]:
+    """The names of the image and class-label features ("image" and "label" when present)."""
+    import tensorflow_datasets as tfds
+
+    features = builder.info.features
+
+    def find(kind, preferred: str) -> str | None:
+        if preferred in features and isinstance(features[preferred], kind):
+            return preferred
+        found = [key for key in features if isinstance(features[key], kind)]
+        return found[0] if len(found) == 1 else None
+
+    image_key = find(tfds.features.Image, "image")
+    label_key = find(tfds.features.ClassLabel, "label")
+    if image_key is None or label_key is None:
+        raise VitcliError(f"tfds:{name} is not an image classification dataset",
+                          hint="vitcli needs one Image and one ClassLabel feature")
+    return image_key, label_key
+
+
+def _tfds_split_specs(builder, name: str, config: DataConfig) -> dict[str, str]:
+    """Split name -> tfds split string; a numeric val_split carves that fraction off the end of
+    the train split (`train[:45000]` / `train[45000:]`)."""
+    specs = {"train": config.train_split.strip()}
+    fraction = parse_fraction(config.val_split.strip() or "0")
+    if fraction is None:
+        specs["val"] = config.val_split.strip()
+    elif fraction > 0:
+        specs["train"], specs["val"] = _carve(builder, name, specs["train"], fraction)
+    specs["test"] = config.test_split.strip()
+    return {split: spec for split, spec in specs.items() if spec}
+
+
+def _carve(builder, name: str, train: str, fraction: float) -> tuple[str, str]:
+    """(train part, held-out part) of a plain split by example counts."""
+    if not 0.0 < fraction < 1.0 or train not in builder.info.splits:
+        raise VitcliError(
+            f"cannot hold out {fraction:g} of tfds:{name} split '{train}'",
+            hint="a fractional --val-split needs a fraction in (0, 1) and a plain --train-split "
+                 f"among {', '.join(builder.info.splits)}; or give a split string like train[98%:]")
+    total = builder.info.splits[train].num_examples
+    held_out = min(total - 1, max(1, round(total * fraction)))
+    return f"{train}[:{total - held_out}]", f"{train}[{total - held_out}:]"
+
+
+def _tfds_count(builder, spec: str) -> tuple[int, str | None]:
+    """(number of examples, None) of a split string, or (0, why it cannot be read)."""
+    available = ", ".join(builder.info.splits) or "none"
+    try:
+        count = builder.info.splits[spec].num_examples
+    except (KeyError, ValueError, AssertionError, TypeError) as error:
+        return 0, f"'{spec}' is not a split of it ({_first_line(error)[:120]}; splits: {available})"
+    if count == 0:
+        return 0, f"'{spec}' holds no examples"
+    return count, None
+
+
+def _tfds_reader(builder, spec: str, image_key: str, label_key: str):
+    """A function returning the split as (encoded image, int32 label), files read in order."""
+    def examples() -> tf.data.Dataset:
+        import tensorflow_datasets as tfds
+
+        dataset = builder.as_dataset(split=spec, shuffle_files=False,
+                                     decoders={image_key: tfds.decode.SkipDecoding()})
+        return dataset.map(lambda example: (example[image_key],
+                                            tf.cast(example[label_key], tf.int32)),
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    return examples
