@@ -1,0 +1,115 @@
+"""`export_model`: picks the destination, writes the format at a temporary path beside it,
+verifies it in a fresh process and renames it into place."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import keras
+
+from vitcli.errors import VitcliError
+from vitcli.export import FORMATS, ExportResult
+from vitcli.export.compare import TOLERANCES, measure
+from vitcli.export.native import write_keras, write_npz
+from vitcli.export.onnx import write_onnx
+from vitcli.export.savedmodel import next_version, write_savedmodel
+from vitcli.export.staging import staged
+from vitcli.export.tflite import write_tflite
+
+SUFFIXES = {"keras": ".keras", "tflite": ".tflite", "onnx": ".onnx", "npz": ".npz"}
+DEFAULT_FILE_NAME = "model"
+EVAL_CROPS = ("resize", "center")
+FILE_WRITERS = {"keras": write_keras, "tflite": write_tflite, "onnx": write_onnx,
+                "npz": write_npz}
+
+
+def _check_arguments(model: keras.Model, fmt: str, labels: list[str], eval_crop: str,
+                     top_k: int) -> None:
+    if fmt not in FORMATS:
+        raise VitcliError(f"unknown export format '{fmt}'", hint=f"use one of {', '.join(FORMATS)}")
+    num_classes = model.output_shape[-1]
+    if len(labels) != num_classes:
+        raise VitcliError(f"{len(labels)} labels for a model with {num_classes} classes",
+                          hint="give one label per class, in class-index order")
+    if any("\n" in label or "\r" in label for label in labels):
+        raise VitcliError("a label contains a line break (labels are stored one per line)")
+    if eval_crop not in EVAL_CROPS:
+        raise VitcliError(f"eval crop must be one of {EVAL_CROPS}, not '{eval_crop}'")
+    if top_k < 1:
+        raise VitcliError(f"top-k must be at least 1, not {top_k}")
+
+
+def destination_of(fmt: str, out: Path) -> Path:
+    """Where the artefact goes: `out/<next version>` for a SavedModel; for a file format
+    `out` itself, with the format's suffix added if it has none, or `out/model.<suffix>`
+    if `out` is an existing folder."""
+    if fmt == "savedmodel":
+        if out.exists() and not out.is_dir():
+            raise VitcliError(f"'{out}' is a file; a SavedModel export needs a folder")
+        return out / str(next_version(out))
+    suffix = SUFFIXES[fmt]
+    if out.is_dir():
+        return out / f"{DEFAULT_FILE_NAME}{suffix}"
+    if not out.suffix:
+        return out.with_suffix(suffix)
+    if out.suffix != suffix:
+        raise VitcliError(f"a {fmt} export is a '{suffix}' file, not '{out.name}'",
+                          hint=f"use e.g. --out {out.with_suffix(suffix)}")
+    return out
+
+
+def _write(model, fmt: str, path: Path, labels, eval_crop: str, top_k: int) -> dict:
+    """Runs the format's writer, turning a converter's failure into one VitcliError line."""
+    try:
+        if fmt == "savedmodel":
+            return write_savedmodel(model, path, labels=labels, eval_crop=eval_crop, top_k=top_k)
+        return FILE_WRITERS[fmt](model, path)
+    except VitcliError:
+        raise
+    except Exception as error:  # converters raise many types; all mean "could not convert".
+        first_line = next((line for line in str(error).splitlines() if line.strip()), "")
+        raise VitcliError(f"{fmt} export failed: {type(error).__name__}: {first_line}") from error
+
+
+def _verify(model, fmt: str, path: Path, destination: Path, labels, eval_crop: str, log) -> dict:
+    """Measures the artefact in a fresh process and refuses it beyond the format's tolerance."""
+    log(f"verifying {fmt} in a fresh process")
+    probability_checks, logit_checks = measure(model, fmt, path, labels=labels,
+                                               eval_crop=eval_crop)
+    difference, tolerance = max(probability_checks.values()), TOLERANCES[fmt]
+    log(f"max |difference| to the Keras model: {difference:.2e} (tolerance {tolerance:.0e})")
+    if not math.isfinite(difference) or difference > tolerance:
+        raise VitcliError(f"the {fmt} export differs from the Keras model by {difference:.2e} "
+                          f"(tolerance {tolerance:.0e}); nothing was written to '{destination}'")
+    return {"max_abs_diff": difference, "tolerance": tolerance, "checks": probability_checks,
+            "logit_checks": logit_checks}
+
+
+def _size_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
+
+
+def export_model(model: keras.Model, fmt: str, out, *, labels: list[str],
+                 eval_crop: str = "resize", top_k: int = 5, verify: bool = True,
+                 log=None) -> ExportResult:
+    """Exports `model` as `fmt` at `out` (see `destination_of`), verified against `model`
+    in a fresh process unless `verify` is False; `log(line)` receives progress lines."""
+    log = log or (lambda line: None)
+    labels = [str(label) for label in labels]
+    _check_arguments(model, fmt, labels, eval_crop, top_k)
+    destination = destination_of(fmt, Path(out))
+    check = {"max_abs_diff": math.nan}
+    with staged(destination) as temporary:
+        log(f"writing {fmt} to {destination}")
+        details = _write(model, fmt, temporary, labels, eval_crop, top_k)
+        if verify:
+            check = _verify(model, fmt, temporary, destination, labels, eval_crop, log)
+    details.update({key: value for key, value in check.items() if key != "max_abs_diff"},
+                   verified=verify, size_bytes=_size_bytes(destination))
+    if fmt == "savedmodel":
+        details["version"] = int(destination.name)
+    log(f"wrote {destination}")
+    return ExportResult(fmt, destination, check["max_abs_diff"], details)
