@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from vitcli import __version__
-from vitcli.cli import models, train, weights
+from vitcli.cli import evaluate, export, models, predict, train, weights
 from vitcli._environment import import_tensorflow_quietly
 from vitcli.cli.console import DEBUG_VARIABLE
 
@@ -46,6 +46,9 @@ def main_options(
 
 app.command("finetune", help=train.FINETUNE_HELP)(train.train_command)
 app.command("pretrain", help=train.PRETRAIN_HELP)(train.train_command)
+app.command("evaluate")(evaluate.evaluate_command)
+app.command("predict")(predict.predict_command)
+app.command("export")(export.export_command)
 app.command("models")(models.models_command)
 app.add_typer(weights.app, name="weights")
 

@@ -31,7 +31,8 @@ def layer_norm(name: str) -> layers.LayerNormalization:
 def xavier_uniform_for(fan_in: int, fan_out: int) -> keras.initializers.Initializer:
     """Flax's xavier_uniform on a multi-axis kernel, which sees it as a (fan_in, fan_out) matrix.
 
-    Keras' GlorotUniform would instead treat a (D, H, D/H) attention kernel as a convolution.
+    Spelled out rather than left to Keras' GlorotUniform, whose fans for a 3-D kernel depend
+    on how the layer presents its shape.
     """
     limit = math.sqrt(6.0 / (fan_in + fan_out))
     return keras.initializers.RandomUniform(-limit, limit)

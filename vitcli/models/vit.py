@@ -33,6 +33,9 @@ def validate(config: ModelConfig) -> None:
     if config.hidden_size % config.num_heads:
         raise VitcliError(f"hidden size {config.hidden_size} is not divisible by "
                           f"{config.num_heads} heads")
+    if config.num_classes < 0 or config.image_size < 1:
+        raise VitcliError(f"num_classes must be >= 0 and image_size >= 1, got "
+                          f"{config.num_classes} and {config.image_size}")
     if config.classifier not in CLASSIFIERS:
         raise VitcliError(f"classifier must be one of {CLASSIFIERS}, not '{config.classifier}'")
 

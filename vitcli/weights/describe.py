@@ -15,10 +15,11 @@ _BLOCK = re.compile(r"^Transformer/encoderblock_(\d+)/")
 _UNIT = re.compile(r"^block(\d+)/unit(\d+)/")
 
 
-def _require(arrays: dict[str, np.ndarray], key: str) -> np.ndarray:
+def _require(arrays: dict[str, np.ndarray], key: str, rank: int) -> np.ndarray:
     if key not in arrays:
-        raise VitcliError(f"not a ViT checkpoint: it has no '{key}' array",
-                          hint="`vitcli weights info FILE` shows what a file holds")
+        raise VitcliError(f"not a ViT checkpoint: it has no '{key}' array")
+    if arrays[key].ndim != rank:
+        raise VitcliError(f"'{key}' has shape {arrays[key].shape}, expected {rank} dimensions")
     return arrays[key]
 
 
@@ -46,11 +47,11 @@ def _depth(arrays: dict[str, np.ndarray]) -> int:
 
 def describe_arrays(arrays: dict[str, np.ndarray], name: str = "checkpoint") -> ModelConfig:
     """The `ModelConfig` that an official-layout archive was made from."""
-    embedding = _require(arrays, "embedding/kernel")
+    embedding = _require(arrays, "embedding/kernel", 4)
     block = "Transformer/encoderblock_0"
-    query = _require(arrays, f"{block}/MultiHeadDotProductAttention_1/query/kernel")
-    mlp = _require(arrays, f"{block}/MlpBlock_3/Dense_0/kernel")
-    posemb = _require(arrays, POSEMB_KEY)
+    query = _require(arrays, f"{block}/MultiHeadDotProductAttention_1/query/kernel", 3)
+    mlp = _require(arrays, f"{block}/MlpBlock_3/Dense_0/kernel", 2)
+    posemb = _require(arrays, POSEMB_KEY, 3)
     classifier = "token" if "cls" in arrays else "gap"
     grid = square_grid(posemb.shape[1] - (classifier == "token"))
     resnet = _resnet_layout(arrays)

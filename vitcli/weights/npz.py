@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import tokenize
 import zipfile
 from pathlib import Path
 
@@ -77,24 +78,32 @@ def key_map(config: ModelConfig) -> KeyMap:
     return rows
 
 
+def _load_archive(path: Path) -> dict[str, np.ndarray]:
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as handle:
+            is_npy = handle.read(6) == b"\x93NUMPY"
+        detail = "a single .npy array" if is_npy else "not a zip archive"
+        raise VitcliError(f"'{path}' is not an .npz archive ({detail})")
+    with np.load(path, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     """All arrays of an .npz, refusing pickles; every failure is one VitcliError line."""
     path = Path(path)
     if not path.is_file():
         raise VitcliError(f"checkpoint '{path}' does not exist or is not a file")
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise VitcliError(f"'{path}' holds a single .npy array, not an .npz archive")
-        with loaded as archive:
-            arrays = {key: archive[key] for key in archive.files}
+        arrays = _load_archive(path)
     except ValueError as error:
         if "pickle" in str(error):
             raise VitcliError(f"'{path}' holds pickled objects, which vitcli never loads",
                               hint="re-save it with plain numpy arrays") from error
         raise VitcliError(f"'{path}' is not a readable .npz archive: {error}") from error
-    except (OSError, zipfile.BadZipFile, EOFError) as error:
-        raise VitcliError(f"'{path}' is not a readable .npz archive ({error})") from error
+    # numpy's header parser can also raise SyntaxError/TokenError on a garbled member.
+    except (OSError, zipfile.BadZipFile, EOFError, SyntaxError, tokenize.TokenError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise VitcliError(f"'{path}' is not a readable .npz archive ({message})") from error
     # A zip holding other files (not .npy) loads as raw bytes.
     foreign = [key for key, value in arrays.items() if not isinstance(value, np.ndarray)]
     if foreign or not arrays:

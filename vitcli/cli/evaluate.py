@@ -1,0 +1,65 @@
+"""`vitcli evaluate`: accuracy, per-class accuracy, confusion matrix, few-shot probes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from vitcli.cli import options as opt
+from vitcli.cli.console import console, print_json, reports_errors
+
+
+def _print_report(report: dict) -> None:
+    table = Table(title=f"{report['model']} on {report['data']} ({report['split']})")
+    for column in ("examples", "top-1", "top-5", "loss"):
+        table.add_column(column, justify="right")
+    table.add_row(str(report["num_examples"]), f"{report['top1']:.2%}", f"{report['top5']:.2%}",
+                  f"{report['loss']:.4f}")
+    console.print(table)
+    per_class = Table(title="per class")
+    per_class.add_column("class")
+    per_class.add_column("accuracy", justify="right")
+    per_class.add_column("count", justify="right")
+    for name, values in report["per_class"].items():
+        accuracy = "-" if values["accuracy"] is None else f"{values['accuracy']:.2%}"
+        per_class.add_row(name, accuracy, str(values["count"]))
+    console.print(per_class)
+    for key, value in report.get("few_shot", {}).items():
+        console.print(f"few-shot {key}: {value['accuracy']:.2%} (± {value['std']:.2%})")
+    if "confusion_png" in report:
+        console.print(f"confusion matrix: {report['confusion_csv']}, {report['confusion_png']}")
+
+
+@reports_errors
+def evaluate_command(
+    model: opt.ModelArgument,
+    data: opt.Data = None,
+    split: Annotated[str | None, typer.Option("--split", help="train, val or test "
+                                              "(default: test, else val).")] = None,
+    batch: opt.Batch = None,
+    few_shot: Annotated[str | None, typer.Option(
+        "--few-shot", help="Linear few-shot probes, e.g. 1,5,10,25 shots per class.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Folder for confusion.csv/.png (default: next to the model).")] = None,
+    data_dir: opt.DataDir = None, train_split: opt.TrainSplit = None,
+    val_split: opt.ValSplit = None, test_split: opt.TestSplit = None,
+    eval_crop: opt.EvalCrop = None, as_json: opt.Json = False,
+) -> None:
+    """Evaluate a model: top-1, top-5, loss, per-class accuracy, confusion matrix.
+
+    Example: vitcli evaluate runs/flowers --data ./flowers --few-shot 1,5,10
+    """
+    from vitcli.evaluate.evaluation import evaluate_report
+
+    shots = tuple(int(value) for value in few_shot.split(",")) if few_shot else ()
+    report = evaluate_report(model, {"source": data, "data_dir": data_dir,
+                                     "train_split": train_split, "val_split": val_split,
+                                     "test_split": test_split, "eval_crop": eval_crop},
+                             split=split, batch_size=batch or 64, shots=shots, out_dir=out)
+    if as_json:
+        print_json(report)
+    else:
+        _print_report(report)
