@@ -188,7 +188,8 @@ def read_recipe(path: str) -> dict:
     except OSError as error:
         raise VitcliError(f"cannot read recipe '{path}': {error.strerror}") from error
     except yaml.YAMLError as error:
-        raise VitcliError(f"recipe '{path}' is not valid YAML: {error}".replace("\n", " "))
+        message = f"recipe '{path}' is not valid YAML: {error}".replace("\n", " ")
+        raise VitcliError(message) from error
     if not isinstance(values, dict):
         raise VitcliError(f"recipe '{path}' must be a mapping of settings")
     return values

@@ -66,7 +66,8 @@ def test_weights_info_reads_architecture_from_file(tiny_npz):
     result = invoke("weights", "info", str(tiny_npz), "--json")
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
-    assert (info["hidden_size"], info["depth"], info["num_heads"], info["mlp_dim"]) == (32, 2, 4, 64)
+    shape = (info["hidden_size"], info["depth"], info["num_heads"], info["mlp_dim"])
+    assert shape == (32, 2, 4, 64)
     assert (info["patch_size"], info["image_size"], info["grid"]) == (8, 32, 4)
     assert (info["num_classes"], info["representation_size"]) == (5, 32)
     assert info["classifier"] == "token" and info["resnet"] is None

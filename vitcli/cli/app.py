@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from vitcli import __version__
-from vitcli.cli import evaluate, export, models, predict, train, weights
 from vitcli._environment import import_tensorflow_quietly
+from vitcli.cli import evaluate, export, models, predict, train, weights
 from vitcli.cli.console import DEBUG_VARIABLE
 
 LIGHT_COMMANDS = ("models",)  # need no TensorFlow: answer without its start-up time

@@ -97,7 +97,7 @@ Examples:
   vitcli finetune --out runs/flowers --resume --data ./flowers
 """
 
-PRETRAIN_HELP = """Pre-train a ViT from scratch (AdamW, wd 0.1, warm-up + linear decay, tanh pre-logits).
+PRETRAIN_HELP = """Pre-train a ViT from scratch (AdamW, wd 0.1, warm-up + linear decay, tanh head).
 
 Example: vitcli pretrain --model vit-ti16 --data ./images --epochs 300 --batch 256 --lr 1e-3
 """

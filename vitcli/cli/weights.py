@@ -18,9 +18,9 @@ app = typer.Typer(help="Inspect, convert and download ViT checkpoints (.npz).",
 def checkpoint_summary(path: Path) -> dict:
     from vitcli.models.cost import parameter_count
     from vitcli.models.registry import match_variant
+    from vitcli.weights.assign import check_keys
     from vitcli.weights.describe import describe_arrays
     from vitcli.weights.layout import normalise_layout
-    from vitcli.weights.assign import check_keys
     from vitcli.weights.npz import key_map, read_npz
 
     raw = read_npz(path)

@@ -75,4 +75,5 @@ def truncate_metrics(directory: Path, last_step: int) -> None:
     """Drops records logged after the checkpoint a resumed run restarts from."""
     kept = [record for record in read_metrics(directory) if record["step"] <= last_step]
     text = "".join(json.dumps(record) + "\n" for record in kept)
-    write_atomically(Path(directory) / METRICS_FILE, lambda temporary: Path(temporary).write_text(text))
+    write_atomically(Path(directory) / METRICS_FILE,
+                     lambda temporary: Path(temporary).write_text(text))
