@@ -61,4 +61,5 @@ def models_command(
                       f"{row['gflops_384']:.1f}")
     console.print(table)
     console.print("[dim]D width, L layers, H heads, MLP width, P patch, stem: ResNet units "
-                  "per stage; GF: GFLOPs (2 x MACs); H/14 at 392 px, 384 is not a multiple of 14.[/]")
+                  "per stage; GF: GFLOPs (2 x MACs); H/14 at 392 px, 384 is not a "
+                  "multiple of 14.[/]")
