@@ -76,7 +76,10 @@ class TrainingProgress:
         self.last_eval = record
 
     def on_message(self, text: str) -> None:
-        self.console.print(f"  [yellow]{text}[/]" if text.startswith("warning") else f"  {text}")
+        from rich.markup import escape
+
+        style = "yellow" if text.startswith("warning") else "default"
+        self.console.print(f"  [{style}]{escape(text)}[/]", soft_wrap=True)
 
     def on_end(self, summary: dict) -> None:
         from rich.table import Table

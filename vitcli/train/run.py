@@ -69,9 +69,9 @@ def run_training(config: RunConfig, callbacks: TrainingCallbacks | None = None) 
     callbacks = callbacks or TrainingCallbacks()
     source = open_source(config.data)
     if source.skipped:
-        listing = "; ".join(f"{path} ({reason})" for path, reason in source.skipped)
+        listing = "".join(f"\n    {path} ({reason})" for path, reason in source.skipped)
         callbacks.on_message(f"warning: skipped {len(source.skipped)} unreadable "
-                             f"file(s): {listing}")
+                             f"file(s):{listing}")
     run_dir = RunDirectory(config.out or default_run_directory(config))
     run_dir.prepare(config, source.class_names)
     keras.utils.set_random_seed(config.train.seed)
