@@ -145,6 +145,10 @@ class RunConfig:
     classifier: str | None = None  # token | gap; None = the variant's (token)
     out: str | None = None  # run directory; None = runs/<data name>
     resume: bool = False
+    strategy: str = "auto"  # auto | default | mirrored | multi-worker | tpu
+    tpu: str | None = None  # TPU address ("local" on a TPU VM)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    jit: bool = False  # XLA-compile the training step
     data: DataConfig = DataConfig()
     train: TrainConfig = FINETUNE_DEFAULTS
 

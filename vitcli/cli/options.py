@@ -41,3 +41,15 @@ Batch = Annotated[int | None, typer.Option(
 ModelArgument = Annotated[Path, typer.Argument(
     help="A run directory, a .keras file or an .npz checkpoint.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+SCALE = "Scale"
+Strategy = Annotated[str | None, typer.Option(
+    "--strategy", help="auto, default, mirrored, multi-worker ($TF_CONFIG) or tpu.",
+    rich_help_panel=SCALE)]
+Tpu = Annotated[str | None, typer.Option(
+    "--tpu", help="TPU address ('local' on a TPU VM).", rich_help_panel=SCALE)]
+Precision = Annotated[str | None, typer.Option(
+    "--precision", help="auto (bf16 on TPU, fp16 on GPU, fp32 on CPU), fp32, bf16 or fp16.",
+    rich_help_panel=SCALE)]
+Jit = Annotated[bool | None, typer.Option(
+    "--jit/--no-jit", help="XLA-compile the training step.", rich_help_panel=SCALE)]

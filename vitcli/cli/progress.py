@@ -57,8 +57,11 @@ class TrainingProgress:
             self.console.print(f"  {line}")
         self.console.print(
             f"  {info['train_examples']} training images, {info['classes']} classes, "
-            f"{info['image_size']} px; global batch {info['global_batch']} over "
-            f"{info['replicas']} replica(s); run directory {info['run_dir']}")
+            f"{info['image_size']} px; run directory {info['run_dir']}")
+        self.console.print(
+            f"  {info['strategy']}, {info['precision']}: global batch {info['global_batch']} = "
+            f"{info['replicas']} replica(s) x {info['accum_steps']} micro-batch(es) x "
+            f"{info['per_replica_batch']}; the learning rate applies to the global batch as given")
         if info["start_step"]:
             self.console.print(f"  resuming at step {info['start_step']}")
         self.task = self.bar.add_task("training", total=info["total_steps"],

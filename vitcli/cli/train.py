@@ -53,6 +53,8 @@ def train_command(
                                                          rich_help_panel=T)] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory.")] = None,
     recipe: Annotated[Path | None, typer.Option("--config", help="Recipe YAML file.")] = None,
+    strategy: opt.Strategy = None, tpu: opt.Tpu = None, precision: opt.Precision = None,
+    jit: opt.Jit = None,
     resume: Annotated[bool | None, typer.Option(
         "--resume", help="Continue the run in --out from its last checkpoint.")] = None,
     data_dir: opt.DataDir = None, train_split: opt.TrainSplit = None,
@@ -71,7 +73,8 @@ def train_command(
 
     flags = {
         "model": model, "weights": weights, "image_size": res, "dropout": dropout,
-        "out": str(out) if out else None, "resume": resume,
+        "out": str(out) if out else None, "resume": resume, "strategy": strategy, "tpu": tpu,
+        "precision": precision, "jit": jit,
         "data": {"source": data, "data_dir": data_dir, "train_split": train_split,
                  "val_split": val_split, "test_split": test_split, "download": download,
                  "strict": strict, "eval_crop": eval_crop, "train_crop": train_crop,

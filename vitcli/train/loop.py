@@ -45,9 +45,9 @@ class _Throughput:
 
 
 def _checkpoint(job: TrainingJob, best: float | None) -> None:
-    # The optimizer's own counter, not the loop's: a Ctrl-C can land after a step was
+    # The step function's own counter, not the loop's: a Ctrl-C can land after a step was
     # applied but before the loop counted it.
-    step = int(job.optimizer.iterations.numpy())
+    step = int(job.train_step.steps_done.numpy())
     if job.is_chief:
         save_state(job.run_dir.checkpoints, job.model, job.optimizer,
                    {"step": step, "best_val_top1": best})

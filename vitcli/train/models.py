@@ -27,11 +27,12 @@ def resolve_model_path(spec: str, progress=None) -> Path:
     return resolve_weights(spec, progress=progress)
 
 
-def _from_checkpoint(config: RunConfig, num_classes: int) -> tuple[keras.Model, list[str]]:
+def _from_checkpoint(config: RunConfig, num_classes: int,
+                     dtype) -> tuple[keras.Model, list[str]]:
     dropout = 0.0 if config.dropout is None else config.dropout  # REFERENCE: fine-tune at 0
     model, report = load_checkpoint_with_report(
         resolve_model_path(config.weights), image_size=config.image_size,
-        num_classes=num_classes, dropout=dropout,
+        num_classes=num_classes, dropout=dropout, dtype=dtype,
     )
     if config.model and match_variant(report.config) not in (None, config.model.lower()):
         raise VitcliError(f"--model {config.model} does not match the checkpoint, which is "
@@ -40,7 +41,8 @@ def _from_checkpoint(config: RunConfig, num_classes: int) -> tuple[keras.Model, 
     return model, [f"weights: {config.weights}", *report.lines()]
 
 
-def _from_scratch(config: RunConfig, num_classes: int) -> tuple[keras.Model, list[str]]:
+def _from_scratch(config: RunConfig, num_classes: int,
+                  dtype) -> tuple[keras.Model, list[str]]:
     if not config.model:
         raise VitcliError("no model given", hint="pass --model (e.g. vit-ti16) or --weights")
     row = decode_variant(config.model)
@@ -55,16 +57,17 @@ def _from_scratch(config: RunConfig, num_classes: int) -> tuple[keras.Model, lis
         "dropout": config.dropout if config.dropout is not None
         else (row.dropout if pretraining else 0.0),
     }
-    model = build_vit(decode_variant(config.model, **overrides))
+    model = build_vit(decode_variant(config.model, **overrides), dtype=dtype)
     note = [] if pretraining else ["warning: no --weights given: fine-tuning from scratch"]
     return model, [*note, f"new {config.model} ({model.count_params():,} parameters)"]
 
 
-def model_for_run(config: RunConfig, num_classes: int) -> tuple[keras.Model, list[str]]:
-    """The model to train and the lines saying where it came from."""
+def model_for_run(config: RunConfig, num_classes: int,
+                  dtype=None) -> tuple[keras.Model, list[str]]:
+    """The model to train (in the dtype policy `dtype`) and lines saying where it came from."""
     if config.weights:
-        return _from_checkpoint(config, num_classes)
-    return _from_scratch(config, num_classes)
+        return _from_checkpoint(config, num_classes, dtype)
+    return _from_scratch(config, num_classes, dtype)
 
 
 def load_trained(spec: str | Path) -> tuple[keras.Model, list[str] | None]:

@@ -17,10 +17,11 @@ from vitcli.train.callbacks import TrainingCallbacks
 from vitcli.train.loop import TrainingJob, ensure_built, run_loop
 from vitcli.train.models import model_for_run
 from vitcli.train.optim import WarmupDecay, make_optimizer
+from vitcli.train.precision import base_optimizer, dtype_policy, resolve_precision, wrap_optimizer
 from vitcli.train.rundir import RunDirectory, truncate_metrics
 from vitcli.train.state import has_state, restore_state
 from vitcli.train.step import make_train_step
-from vitcli.train.strategy import make_strategy
+from vitcli.train.strategy import is_chief, make_strategy, resolve_name
 from vitcli.train.validation import make_validator
 
 
@@ -64,51 +65,69 @@ def _distributed_iterator(strategy, source: DataSource, config: RunConfig, image
     return iter(strategy.distribute_datasets_from_function(dataset_for))
 
 
+def _save_worker_copy(model) -> Path:
+    """Non-chief workers keep their final model in a temporary folder, never the run's."""
+    import tempfile
+
+    return RunDirectory(tempfile.mkdtemp(prefix="vitcli-worker-")).save_model(model)
+
+
 def run_training(config: RunConfig, callbacks: TrainingCallbacks | None = None) -> dict:
     """Trains (or resumes) the run of `config`; returns a summary dict."""
     callbacks = callbacks or TrainingCallbacks()
+    strategy = make_strategy(config.strategy, config.tpu)
+    chief = is_chief(strategy)
     source = open_source(config.data)
     if source.skipped:
         listing = "".join(f"\n    {path} ({reason})" for path, reason in source.skipped)
         callbacks.on_message(f"warning: skipped {len(source.skipped)} unreadable "
                              f"file(s):{listing}")
     run_dir = RunDirectory(config.out or default_run_directory(config))
-    run_dir.prepare(config, source.class_names)
+    if chief:  # other workers only read the chief's checkpoints (shared storage)
+        run_dir.prepare(config, source.class_names)
     keras.utils.set_random_seed(config.train.seed)
-    strategy = make_strategy()
+    precision = resolve_precision(config.precision, strategy)
     steps = total_steps(config, source.split("train").num_examples)
     with strategy.scope():
-        model, load_lines = model_for_run(config, len(source.class_names))
-        optimizer = make_optimizer(config.train, steps)
+        model, load_lines = model_for_run(config, len(source.class_names),
+                                          dtype=dtype_policy(precision))
+        optimizer = wrap_optimizer(make_optimizer(config.train, steps), precision)
         ensure_built(optimizer, model)
     start_step, best = 0, None
     if config.resume and has_state(run_dir.checkpoints):
         extra = restore_state(run_dir.checkpoints, model, optimizer)
         start_step, best = extra["step"], extra.get("best_val_top1")
-        truncate_metrics(run_dir.path, start_step)
+        if chief:
+            truncate_metrics(run_dir.path, start_step)
     image_size = model.input_shape[1]
     job = TrainingJob(
         model=model, optimizer=optimizer, total_steps=steps,
         train_step=make_train_step(
             model, optimizer, strategy, global_batch=config.train.batch_size,
             accum_steps=config.train.accum_steps, grad_clip_norm=config.train.grad_clip_norm,
-            label_smoothing=config.train.label_smoothing),
+            label_smoothing=config.train.label_smoothing, jit=config.jit),
         iterator=_distributed_iterator(strategy, source, config, image_size, start_step),
         steps_per_epoch=source.split("train").num_examples / config.train.batch_size,
         global_batch=config.train.batch_size, train=config.train, run_dir=run_dir,
         schedule=WarmupDecay(config.train.learning_rate, config.train.warmup_steps, steps,
                              config.train.schedule),
-        validate=make_validator(model, source, config, image_size),
+        validate=make_validator(model, source, config, image_size), is_chief=chief,
     )
+    job.train_step.steps_done.assign(start_step)
     callbacks.on_start({"run_dir": str(run_dir.path), "total_steps": steps,
                         "start_step": start_step, "global_batch": config.train.batch_size,
                         "replicas": strategy.num_replicas_in_sync, "image_size": image_size,
+                        "strategy": f"{resolve_name(config.strategy, config.tpu)} strategy",
+                        "precision": precision,
+                        "per_replica_batch": config.train.batch_size // (
+                            config.train.accum_steps * strategy.num_replicas_in_sync),
+                        "accum_steps": config.train.accum_steps,
                         "classes": len(source.class_names), "loaded": load_lines,
                         "train_examples": source.split("train").num_examples})
     summary = run_loop(job, start_step, callbacks, best)
     if config.train.ema_decay is not None:
-        optimizer.finalize_variable_values(model.trainable_variables)
-    summary["model"] = str(run_dir.save_model(model))
+        base_optimizer(optimizer).finalize_variable_values(model.trainable_variables)
+    summary["model"] = str(run_dir.save_model(model) if chief else _save_worker_copy(model))
     summary["run_dir"] = str(run_dir.path)
     callbacks.on_end(summary)
     return summary

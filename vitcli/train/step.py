@@ -1,7 +1,7 @@
 """The distributed training step: `strategy.run` over micro-batches, explicit reductions.
 
 Written against tf.distribute directly (not `Model.fit`), so one code path serves the
-default, mirrored and multi-worker strategies (Keras 3.15's `fit` fails under
+default, mirrored, multi-worker and TPU strategies (Keras 3.15's `fit` fails under
 MultiWorkerMirroredStrategy, keras-team/keras#20585).
 """
 
@@ -20,43 +20,66 @@ def per_example_loss(labels: tf.Tensor, logits: tf.Tensor, label_smoothing: floa
     return tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
+def _loss_scale(optimizer):
+    """The dynamic loss scale of a LossScaleOptimizer (fp16), else None."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.dynamic_scale
+    return None
+
+
 def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strategy, *,
                     global_batch: int, accum_steps: int = 1, grad_clip_norm: float | None = 1.0,
-                    label_smoothing: float = 0.0):
+                    label_smoothing: float = 0.0, jit: bool = False):
     """A tf.function taking a distributed iterator; one call = one optimizer step.
 
     Each replica sums the gradients of `accum_steps` micro-batches (loss scaled by
     1/global_batch), the sum is all-reduced across replicas, clipped by its global norm,
     and handed to the optimizer divided by the replica count (the optimizer sums again).
-    Returns the mean loss over the global batch.
+    Under fp16 the loss is multiplied by the dynamic loss scale and the clipping threshold
+    with it (clipping commutes with scaling); the LossScaleOptimizer unscales and skips
+    non-finite steps. Returns the mean loss over the global batch. The returned function's
+    `steps_done` variable counts calls (the data position), skipped fp16 steps included.
     """
     variables = model.trainable_variables
+    scale = _loss_scale(optimizer)
 
-    def replica_step(micro_batches):
+    def gradients_of(micro_batches):
         gradients = [tf.zeros(variable.shape, variable.dtype) for variable in variables]
         loss_sum = tf.constant(0.0)
         for images, labels in micro_batches:
             with tf.GradientTape() as tape:
                 logits = model(images, training=True)
-                losses = per_example_loss(labels, logits, label_smoothing)
-                scaled = tf.reduce_sum(losses) / global_batch
+                loss = tf.reduce_sum(per_example_loss(labels, logits, label_smoothing))
+                loss = loss / global_batch
+                scaled = loss * tf.cast(scale, tf.float32) if scale is not None else loss
             step_gradients = tape.gradient(scaled, variables)
-            gradients = [total + tf.convert_to_tensor(gradient)
+            gradients = [total + tf.cast(gradient, total.dtype)
                          for total, gradient in zip(gradients, step_gradients, strict=True)]
-            loss_sum += scaled
+            loss_sum += loss
+        return gradients, loss_sum
+
+    def replica_step(micro_batches):
+        gradients, loss_sum = gradients_of(micro_batches)
         context = tf.distribute.get_replica_context()
         gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
         if grad_clip_norm:
-            gradients, _ = tf.clip_by_global_norm(gradients, grad_clip_norm)
+            threshold = grad_clip_norm * (tf.cast(scale, tf.float32) if scale is not None else 1.0)
+            gradients, _ = tf.clip_by_global_norm(gradients, threshold)
         replicas = tf.cast(context.num_replicas_in_sync, tf.float32)
         optimizer.apply_gradients(
             zip([gradient / replicas for gradient in gradients], variables, strict=True))
         return loss_sum
 
+    with strategy.scope():
+        steps_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="steps_done")
+    compiled_replica_step = tf.function(replica_step, jit_compile=True) if jit else replica_step
+
     @tf.function
     def train_step(iterator):
         micro_batches = [next(iterator) for _ in range(accum_steps)]
-        losses = strategy.run(replica_step, args=(micro_batches,))
+        losses = strategy.run(compiled_replica_step, args=(micro_batches,))
+        steps_done.assign_add(1)
         return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
+    train_step.steps_done = steps_done
     return train_step

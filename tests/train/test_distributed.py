@@ -1,0 +1,102 @@
+"""Strategies: mirrored over two logical CPUs and two multi-worker processes on 127.0.0.1
+give the weights of a one-device run with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import vitcli
+
+
+def train_command(data, out, *extra, steps=6):
+    return [sys.executable, "-m", "vitcli", "pretrain", "--model", "vit-mu8", "--data",
+            str(data), "--res", "16", "--steps", str(steps), "--batch", "12", "--lr", "2e-3",
+            "--warmup", "2", "--eval-every", "1000", "--checkpoint-every", "3",
+            "--out", str(out), *extra]
+
+
+def run(args, **env):
+    completed = subprocess.run(args, capture_output=True, text=True, timeout=300,
+                               env={**os.environ, "COLUMNS": "200", **env})
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return completed.stdout
+
+
+def weights(path: Path) -> list[np.ndarray]:
+    return [weight.numpy() for weight in vitcli.load_checkpoint(path).weights]
+
+
+def assert_same_weights(got: Path, want: Path) -> None:
+    for left, right in zip(weights(got), weights(want), strict=True):
+        np.testing.assert_allclose(left, right, rtol=1e-4, atol=2e-5)
+
+
+@pytest.fixture(scope="module")
+def one_device_run(colour_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("single") / "run"
+    run(train_command(colour_folder, out, "--strategy", "default"))
+    return out
+
+
+@pytest.mark.heavy
+def test_mirrored_over_two_cpus_matches_one_device(colour_folder, one_device_run, tmp_path):
+    out = tmp_path / "run"
+    stdout = run(train_command(colour_folder, out, "--strategy", "mirrored"),
+                 VITCLI_CPU_DEVICES="2")
+    assert "mirrored strategy" in stdout and "2 replica(s) x 1 micro-batch(es) x 6" in stdout
+    assert_same_weights(out / "model.keras", one_device_run / "model.keras")
+
+
+@pytest.mark.heavy
+def test_accumulation_matches_the_full_batch(colour_folder, one_device_run, tmp_path):
+    out = tmp_path / "run"
+    stdout = run(train_command(colour_folder, out, "--strategy", "default", "--accum", "3"))
+    assert "1 replica(s) x 3 micro-batch(es) x 4" in stdout
+    assert_same_weights(out / "model.keras", one_device_run / "model.keras")
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def start_workers(args, tmp_path: Path) -> list[subprocess.Popen]:
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    processes = []
+    for index in range(2):
+        scratch = tmp_path / f"tmp-{index}"
+        scratch.mkdir(exist_ok=True)
+        env = {**os.environ, "COLUMNS": "200", "TMPDIR": str(scratch),
+               "TF_CONFIG": json.dumps({"cluster": cluster,
+                                        "task": {"type": "worker", "index": index}})}
+        processes.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True))
+    return processes
+
+
+@pytest.mark.heavy
+def test_two_workers_train_together_like_one_device(colour_folder, one_device_run, tmp_path):
+    out = tmp_path / "run"
+    processes = start_workers(train_command(colour_folder, out, "--strategy", "multi-worker"),
+                              tmp_path)
+    outputs = [process.communicate(timeout=300)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], "\n".join(outputs)
+    assert "multi-worker strategy" in outputs[0] and "2 replica(s)" in outputs[0]
+    worker_copy = next((tmp_path / "tmp-1").glob("vitcli-worker-*/model.keras"))
+    assert_same_weights(out / "model.keras", one_device_run / "model.keras")
+    assert_same_weights(worker_copy, out / "model.keras")
+    # Only the chief wrote the run directory.
+    assert not list((tmp_path / "tmp-0").glob("vitcli-worker-*"))
