@@ -13,14 +13,20 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
-def resolve_precision(name: str, strategy: tf.distribute.Strategy) -> str:
+def device_kind(strategy: tf.distribute.Strategy) -> str:
+    """'tpu', 'gpu' or 'cpu': what the strategy's replicas run on."""
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return "tpu"
+    return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+
+
+def resolve_precision(name: str, device: str) -> str:
+    """`auto` picks bf16 on TPU (native), fp16 on GPU (tensor cores), fp32 on CPU."""
     if name not in PRECISIONS:
         raise VitcliError(f"unknown precision '{name}'", hint=f"use {', '.join(PRECISIONS)}")
     if name != "auto":
         return name
-    if isinstance(strategy, tf.distribute.TPUStrategy):
-        return "bf16"
-    return "fp16" if tf.config.list_logical_devices("GPU") else "fp32"
+    return {"tpu": "bf16", "gpu": "fp16"}.get(device, "fp32")
 
 
 def dtype_policy(precision: str) -> str:

@@ -17,7 +17,13 @@ from vitcli.train.callbacks import TrainingCallbacks
 from vitcli.train.loop import TrainingJob, ensure_built, run_loop
 from vitcli.train.models import model_for_run
 from vitcli.train.optim import WarmupDecay, make_optimizer
-from vitcli.train.precision import base_optimizer, dtype_policy, resolve_precision, wrap_optimizer
+from vitcli.train.precision import (
+    base_optimizer,
+    device_kind,
+    dtype_policy,
+    resolve_precision,
+    wrap_optimizer,
+)
 from vitcli.train.rundir import RunDirectory, truncate_metrics
 from vitcli.train.state import has_state, restore_state
 from vitcli.train.step import make_train_step
@@ -86,7 +92,7 @@ def run_training(config: RunConfig, callbacks: TrainingCallbacks | None = None) 
     if chief:  # other workers only read the chief's checkpoints (shared storage)
         run_dir.prepare(config, source.class_names)
     keras.utils.set_random_seed(config.train.seed)
-    precision = resolve_precision(config.precision, strategy)
+    precision = resolve_precision(config.precision, device_kind(strategy))
     steps = total_steps(config, source.split("train").num_examples)
     with strategy.scope():
         model, load_lines = model_for_run(config, len(source.class_names),
