@@ -100,3 +100,30 @@ def test_two_workers_train_together_like_one_device(colour_folder, one_device_ru
     assert_same_weights(worker_copy, out / "model.keras")
     # Only the chief wrote the run directory.
     assert not list((tmp_path / "tmp-0").glob("vitcli-worker-*"))
+
+
+@pytest.mark.heavy
+def test_killed_worker_then_restarted_cluster_resumes(colour_folder, tmp_path):
+    import signal
+    import time
+
+    steps = 30
+    single = tmp_path / "single"
+    run(train_command(colour_folder, single, "--strategy", "default", steps=steps))
+    out = tmp_path / "run"
+    args = train_command(colour_folder, out, "--strategy", "multi-worker", steps=steps)
+    processes = start_workers(args, tmp_path)
+    state = out / "checkpoints" / "state.npz"
+    deadline = time.monotonic() + 240
+    while not state.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    processes[1].send_signal(signal.SIGKILL)  # a worker dies mid-run...
+    processes[1].wait(timeout=60)
+    processes[0].send_signal(signal.SIGKILL)  # ...and the job is restarted as a whole
+    processes[0].wait(timeout=60)
+    assert not (out / "model.keras").exists()
+    restarted = start_workers([*args, "--resume"], tmp_path)
+    outputs = [process.communicate(timeout=300)[0] for process in restarted]
+    assert [process.returncode for process in restarted] == [0, 0], "\n".join(outputs)
+    assert all("resuming at step" in output for output in outputs)
+    assert_same_weights(out / "model.keras", single / "model.keras")
