@@ -46,7 +46,7 @@ def evaluate_command(
         "--out", "-o", help="Folder for confusion.csv/.png (default: next to the model).")] = None,
     data_dir: opt.DataDir = None, train_split: opt.TrainSplit = None,
     val_split: opt.ValSplit = None, test_split: opt.TestSplit = None,
-    eval_crop: opt.EvalCrop = None, as_json: opt.Json = False,
+    eval_crop: opt.EvalCrop = None, precision: opt.Precision = None, as_json: opt.Json = False,
 ) -> None:
     """Evaluate a model: top-1, top-5, loss, per-class accuracy, confusion matrix.
 
@@ -58,7 +58,8 @@ def evaluate_command(
     report = evaluate_report(model, {"source": data, "data_dir": data_dir,
                                      "train_split": train_split, "val_split": val_split,
                                      "test_split": test_split, "eval_crop": eval_crop},
-                             split=split, batch_size=batch or 64, shots=shots, out_dir=out)
+                             split=split, batch_size=batch or 64, shots=shots, out_dir=out,
+                             precision=precision or "auto")
     if as_json:
         print_json(report)
     else:

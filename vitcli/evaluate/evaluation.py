@@ -72,7 +72,8 @@ def evaluate_few_shot(extractor, source: DataSource, data: DataConfig, split: st
 
 
 def evaluate_report(model_spec, data_flags: dict, *, split: str | None, batch_size: int,
-                    shots: tuple[int, ...], out_dir: Path | None) -> dict:
+                    shots: tuple[int, ...], out_dir: Path | None,
+                    precision: str = "auto") -> dict:
     """Loads the model and data named on the command line and evaluates it."""
     import dataclasses
 
@@ -83,7 +84,13 @@ def evaluate_report(model_spec, data_flags: dict, *, split: str | None, batch_si
         raise VitcliError("give --data: the images to evaluate on")
     data = dataclasses.replace(DataConfig(), **{key: value for key, value in data_flags.items()
                                                 if value is not None})
-    model, _ = load_trained(model_spec)
+    import tensorflow as tf
+
+    from vitcli.train.precision import device_kind, dtype_policy, resolve_precision
+
+    device = device_kind(tf.distribute.get_strategy())
+    policy = dtype_policy(resolve_precision(precision, device))
+    model, _ = load_trained(model_spec, dtype=None if policy == "float32" else policy)
     source = open_source(data)
     split = split or default_split(source)
     if out_dir is None:

@@ -70,13 +70,13 @@ def model_for_run(config: RunConfig, num_classes: int,
     return _from_scratch(config, num_classes, dtype)
 
 
-def load_trained(spec: str | Path) -> tuple[keras.Model, list[str] | None]:
+def load_trained(spec: str | Path, dtype=None) -> tuple[keras.Model, list[str] | None]:
     """A model to evaluate, predict with or export, and its labels when it has them
     (a run directory's labels.txt); `spec` as for `resolve_model_path`."""
     from vitcli.train.rundir import read_labels
 
     path = resolve_model_path(str(spec))
-    model = load_checkpoint_with_report(path)[0]
+    model = load_checkpoint_with_report(path, dtype=dtype)[0]
     labels = read_labels(path.parent) if path.name == MODEL_FILE and Path(spec).is_dir() else None
     if labels is not None and len(labels) != model.output_shape[-1]:
         raise VitcliError(f"{spec}: labels.txt has {len(labels)} names for a "
