@@ -136,15 +136,29 @@ class MultiHeadSelfAttention(layers.Layer):
         self.out.build((None, None, self.num_heads, head_dim))
         self.scale = 1.0 / math.sqrt(head_dim)
 
+    def _fused_projection(self):
+        """q, k and v kernels side by side as one (D, 3D) matrix: one matmul instead of three.
+        The variables keep the reference layout; only the computation is fused."""
+        hidden = self.query.kernel.shape[0]
+        kernels = [ops.reshape(layer.kernel, (hidden, hidden))
+                   for layer in (self.query, self.key, self.value)]
+        biases = [ops.reshape(layer.bias, (hidden,)) for layer in (self.query, self.key, self.value)]
+        return ops.concatenate(kernels, axis=1), ops.concatenate(biases, axis=0)
+
     def call(self, tokens, training=None, return_attention=False):
-        query = self.query(tokens) * ops.cast(self.scale, tokens.dtype)
-        key = self.key(tokens)
-        value = self.value(tokens)
-        logits = ops.einsum("bqhk,bthk->bhqt", query, key)
+        batch, length, hidden = ops.shape(tokens)[0], ops.shape(tokens)[1], tokens.shape[-1]
+        head_dim = hidden // self.num_heads
+        kernel, bias = self._fused_projection()
+        qkv = ops.reshape(ops.matmul(tokens, kernel) + bias,
+                          (batch, length, 3, self.num_heads, head_dim))
+        query, key, value = ops.unstack(ops.transpose(qkv, (2, 0, 3, 1, 4)), axis=0)  # (B,H,T,K)
+        query = query * ops.cast(self.scale, query.dtype)
+        logits = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2)))
         weights = ops.softmax(ops.cast(logits, NUMERICALLY_SENSITIVE_DTYPE), axis=-1)
         dropped = self.attention_dropout(ops.cast(weights, tokens.dtype), training=training)
-        context = ops.einsum("bhqt,bthk->bqhk", dropped, value)
-        output = self.out(context)
+        context = ops.transpose(ops.matmul(dropped, value), (0, 2, 1, 3))  # (B,T,H,K)
+        context = ops.reshape(context, (batch, length, hidden))
+        output = ops.matmul(context, ops.reshape(self.out.kernel, (hidden, hidden))) + self.out.bias
         return (output, weights) if return_attention else output
 
     def compute_output_shape(self, input_shape):
