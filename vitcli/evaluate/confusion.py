@@ -55,7 +55,7 @@ def _write_csv(matrix: np.ndarray, class_names: list[str], path: Path) -> None:
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow([CSV_CORNER, *class_names])
-        for name, row in zip(class_names, matrix):
+        for name, row in zip(class_names, matrix, strict=True):
             writer.writerow([name, *(int(count) for count in row)])
 
 

@@ -11,12 +11,9 @@ from vitcli.data.pipeline import eval_dataset
 from vitcli.data.sources import DataSource
 from vitcli.errors import VitcliError
 from vitcli.evaluate.confusion import write_confusion_matrix
-from vitcli.evaluate.fewshot import few_shot_accuracy
+from vitcli.evaluate.fewshot import HELD_OUT_PER_CLASS, few_shot_accuracy
 from vitcli.evaluate.inference import collect_logits
 from vitcli.evaluate.metrics import classification_metrics
-
-FEW_SHOT_HOLDOUT = 10  # extra examples per class for choosing the regulariser
-
 
 def default_split(source: DataSource) -> str:
     for name in ("test", "val"):
@@ -64,7 +61,7 @@ def _features(extractor, source: DataSource, data: DataConfig, split: str, batch
 def evaluate_few_shot(extractor, source: DataSource, data: DataConfig, split: str,
                       shots: tuple[int, ...], batch_size: int) -> dict:
     """REFERENCE section 7: closed-form linear probes on frozen features, n per class."""
-    limit = max(shots) + FEW_SHOT_HOLDOUT
+    limit = max(shots) + HELD_OUT_PER_CLASS  # shots + held-out examples for the regulariser
     train = _features(extractor, source, data, "train", batch_size, per_class_limit=limit)
     test = _features(extractor, source, data, split, batch_size)
     results = few_shot_accuracy(*train, *test, shots=shots)

@@ -10,9 +10,11 @@ Decisions:
 - One eigendecomposition per fit serves every regulariser; it is of X^T X or of X X^T,
   whichever is smaller (a 1000-class 25-shot fit is 768 x 768, a 10-class 1-shot one 10 x 10).
 - The regulariser is chosen on held-out train examples disjoint from the shots (up to
-  `HELD_OUT_PER_CLASS` per class, drawn after the shots). Equal held-out accuracies go to
-  the largest regulariser, the simpler model. When no train example is left over, the middle
-  of the grid (1.0 for the default grid) is used.
+  `HELD_OUT_PER_CLASS` per class, drawn after the shots). Equal held-out accuracies, common
+  with few held-out examples, are decided by the held-out squared error of the regression
+  (its own loss); "the largest regulariser wins" would let the class-frequency bias swamp a
+  class with fewer shots. With no train example left over, the middle of the grid (1.0 for
+  the default grid) is used.
 - Samples come from `np.random.default_rng(seed)`, one permutation per class, so the
   n-shot sample of a seed contains its smaller-shot samples and results are reproducible.
 """
@@ -53,12 +55,35 @@ def ridge_regression(features: np.ndarray, targets: np.ndarray,
     return solutions
 
 
+def _output_chunks(features: np.ndarray, weights: np.ndarray, bias: np.ndarray):
+    """`features @ weights + bias` a block of rows at a time."""
+    for start in range(0, len(features), _PREDICTION_CHUNK):
+        yield start, features[start:start + _PREDICTION_CHUNK] @ weights + bias
+
+
 def predict(features: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """The index of the largest output of `features @ weights + bias` for every example."""
-    return np.concatenate([
-        np.argmax(features[start:start + _PREDICTION_CHUNK] @ weights + bias, axis=1)
-        for start in range(0, len(features), _PREDICTION_CHUNK)
-    ])
+    return np.concatenate([np.argmax(outputs, axis=1)
+                           for _, outputs in _output_chunks(features, weights, bias)])
+
+
+def signed_targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(N, K) targets: +1 in the column of the example's class, -1 elsewhere."""
+    targets = -np.ones((len(labels), num_classes))
+    targets[np.arange(len(labels)), labels] = 1.0
+    return targets
+
+
+def held_out_score(features: np.ndarray, labels: np.ndarray, weights: np.ndarray,
+                   bias: np.ndarray) -> tuple[int, float]:
+    """(number correct, minus the squared error to the {-1, +1} targets): larger is better."""
+    correct, squared_error = 0, 0.0
+    for start, outputs in _output_chunks(features, weights, bias):
+        block_labels = labels[start:start + len(outputs)]
+        correct += int(np.sum(np.argmax(outputs, axis=1) == block_labels))
+        targets = signed_targets(block_labels, outputs.shape[1])
+        squared_error += float(np.sum((outputs - targets) ** 2))
+    return correct, -squared_error
 
 
 def split_shots(members_by_class: list[np.ndarray], shots: int,
@@ -73,13 +98,11 @@ def split_shots(members_by_class: list[np.ndarray], shots: int,
 
 def choose_regulariser(solutions, regularisers: tuple[float, ...], features: np.ndarray,
                        labels: np.ndarray) -> int:
-    """Index of the regulariser whose solution classifies the held-out examples best."""
+    """Index of the regulariser whose solution scores best on the held-out examples."""
     if len(labels) == 0:
         return int(np.argsort(regularisers)[len(regularisers) // 2])
-    correct = [int(np.sum(predict(features, *solution) == labels)) for solution in solutions]
-    best = max(correct)
-    return max((index for index, count in enumerate(correct) if count == best),
-               key=lambda index: regularisers[index])
+    scores = [held_out_score(features, labels, *solution) for solution in solutions]
+    return max(range(len(scores)), key=scores.__getitem__)
 
 
 def _feature_scale(features: np.ndarray) -> np.ndarray:
@@ -87,13 +110,6 @@ def _feature_scale(features: np.ndarray) -> np.ndarray:
     # A constant dimension's std is rounding noise; dividing by it would turn that noise into
     # a unit-variance feature, dividing by 1 keeps the dimension harmless.
     return np.where(scale > 1e-9 * np.abs(features).max(axis=0), scale, 1.0)
-
-
-def signed_targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """(N, K) targets: +1 in the column of the example's class, -1 elsewhere."""
-    targets = -np.ones((len(labels), num_classes))
-    targets[np.arange(len(labels)), labels] = 1.0
-    return targets
 
 
 def _one_seed(train, test, members_by_class, shots: int, seed: int,
@@ -139,7 +155,7 @@ def _validated_data(train_features, train_labels, test_features, test_labels):
     test_features = _validated_features(test_features, "test features")
     if train_features.shape[1] != test_features.shape[1]:
         raise VitcliError(f"train features have {train_features.shape[1]} dimensions, "
-                          f"test features {test_features.shape[1]}")
+                          f"test features have {test_features.shape[1]}")
     train_labels = validated_labels(train_labels, len(train_features), None, "train labels")
     test_labels = validated_labels(test_labels, len(test_features), None, "test labels")
     if len(np.unique(train_labels)) < 2:
