@@ -15,6 +15,7 @@ from vitcli.evaluate.fewshot import HELD_OUT_PER_CLASS, few_shot_accuracy
 from vitcli.evaluate.inference import collect_logits
 from vitcli.evaluate.metrics import classification_metrics
 
+
 def default_split(source: DataSource) -> str:
     for name in ("test", "val"):
         if name in source.splits:

@@ -140,9 +140,9 @@ class MultiHeadSelfAttention(layers.Layer):
         """q, k and v kernels side by side as one (D, 3D) matrix: one matmul instead of three.
         The variables keep the reference layout; only the computation is fused."""
         hidden = self.query.kernel.shape[0]
-        kernels = [ops.reshape(layer.kernel, (hidden, hidden))
-                   for layer in (self.query, self.key, self.value)]
-        biases = [ops.reshape(layer.bias, (hidden,)) for layer in (self.query, self.key, self.value)]
+        projections = (self.query, self.key, self.value)
+        kernels = [ops.reshape(layer.kernel, (hidden, hidden)) for layer in projections]
+        biases = [ops.reshape(layer.bias, (hidden,)) for layer in projections]
         return ops.concatenate(kernels, axis=1), ops.concatenate(biases, axis=0)
 
     def call(self, tokens, training=None, return_attention=False):
