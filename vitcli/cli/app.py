@@ -9,7 +9,7 @@ import typer
 
 from vitcli import __version__
 from vitcli._environment import import_tensorflow_quietly
-from vitcli.cli import evaluate, export, models, predict, train, weights
+from vitcli.cli import evaluate, export, inspect, models, predict, train, weights
 from vitcli.cli.console import DEBUG_VARIABLE
 
 LIGHT_COMMANDS = ("models",)  # need no TensorFlow: answer without its start-up time
@@ -51,6 +51,7 @@ app.command("predict")(predict.predict_command)
 app.command("export")(export.export_command)
 app.command("models")(models.models_command)
 app.add_typer(weights.app, name="weights")
+app.add_typer(inspect.app, name="inspect")
 
 
 def main() -> None:

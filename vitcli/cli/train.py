@@ -30,6 +30,9 @@ def train_command(
         "`vitcli weights list`.", rich_help_panel=opt.MODEL)] = None,
     res: opt.Resolution = None,
     dropout: Annotated[float | None, typer.Option("--dropout", rich_help_panel=opt.MODEL)] = None,
+    objective: Annotated[str | None, typer.Option(
+        "--objective", help="classification, or mpp: self-supervised masked patch prediction "
+        "(pretrain only).", rich_help_panel=T)] = None,
     steps: Annotated[int | None, typer.Option("--steps", rich_help_panel=T)] = None,
     epochs: Annotated[float | None, typer.Option(
         "--epochs", help="Overrides --steps.", rich_help_panel=T)] = None,
@@ -72,7 +75,8 @@ def train_command(
     from vitcli.train.run import run_training
 
     flags = {
-        "model": model, "weights": weights, "image_size": res, "dropout": dropout,
+        "objective": objective, "model": model, "weights": weights, "image_size": res,
+        "dropout": dropout,
         "out": str(out) if out else None, "resume": resume, "strategy": strategy, "tpu": tpu,
         "precision": precision, "jit": jit,
         "data": {"source": data, "data_dir": data_dir, "train_split": train_split,
@@ -106,5 +110,11 @@ Examples:
 
 PRETRAIN_HELP = """Pre-train a ViT from scratch (AdamW, wd 0.1, warm-up + linear decay, tanh head).
 
-Example: vitcli pretrain --model vit-ti16 --data ./images --epochs 300 --batch 256 --lr 1e-3
+Examples:
+
+  vitcli pretrain --model vit-ti16 --data ./images --epochs 300 --batch 256 --lr 1e-3
+
+  vitcli pretrain --objective mpp --model vit-ti16 --data ./images --epochs 300 --batch 256
+
+(masked patch prediction: Adam lr 2e-4, warm-up + cosine; its model.keras fine-tunes as usual)
 """

@@ -1,0 +1,104 @@
+"""`vitcli inspect`: the paper's analysis figures (attention, position embeddings, filters,
+attention distance) for any run directory, .keras or .npz."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from vitcli.cli import options as opt
+from vitcli.cli.console import console, reports_errors
+
+app = typer.Typer(help="The paper's analysis figures for a model, as PNG (and CSV).",
+                  no_args_is_help=True)
+
+Out = Annotated[Path, typer.Option("--out", "-o", help="Folder for the figures.")]
+Batch = Annotated[int | None, typer.Option("--batch", help="Images per forward pass.")]
+
+
+def _load(model: Path):
+    from vitcli.train.models import load_trained
+
+    return load_trained(model)[0], model.name
+
+
+def _given(**values) -> dict:
+    """The options given on the command line; the library's defaults fill in the rest."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _report(paths: list[Path]) -> None:
+    for path in paths:
+        console.print(f"wrote {escape(str(path))}", soft_wrap=True)
+
+
+@app.command("attention")
+@reports_errors
+def attention_command(
+    model: opt.ModelArgument,
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    out: Out,
+    layers: Annotated[bool, typer.Option(
+        "--layers", help="Also draw each layer's class-token attention (gap models: the "
+        "mean over queries).")] = False,
+    eval_crop: opt.EvalCrop = None, batch: Batch = None,
+) -> None:
+    """Attention rollout over each image, one PNG per image.
+
+    Example: vitcli inspect attention runs/flowers photo.jpg --out figures --layers
+    """
+    from vitcli.evaluate.predict import image_files
+    from vitcli.inspect.outputs import write_attention_figures
+
+    network, name = _load(model)
+    _report(write_attention_figures(network, image_files(images), out, name=name,
+                                    per_layer=layers,
+                                    **_given(eval_crop=eval_crop, batch_size=batch)))
+
+
+@app.command("posemb")
+@reports_errors
+def posemb_command(model: opt.ModelArgument, out: Out) -> None:
+    """Cosine similarity of the position embeddings (paper Fig. 7 centre)."""
+    from vitcli.inspect.outputs import write_posemb_figure
+
+    network, name = _load(model)
+    _report([write_posemb_figure(network, out, name=name)])
+
+
+@app.command("filters")
+@reports_errors
+def filters_command(model: opt.ModelArgument, out: Out, components: Annotated[
+        int | None, typer.Option("--components", help="How many (default 28).")] = None) -> None:
+    """Principal components of the patch-embedding filters (paper Fig. 7 left)."""
+    from vitcli.inspect.outputs import write_filters_figure
+
+    network, name = _load(model)
+    _report([write_filters_figure(network, out, name=name, **_given(count=components))])
+
+
+@app.command("distance")
+@reports_errors
+def distance_command(
+    model: opt.ModelArgument, out: Out, data: opt.Data = None,
+    images: Annotated[int | None, typer.Option("--images", help="Images to average over "
+                                               "(default 32).")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="train, val or test (default: "
+                                              "val, else test, else train).")] = None,
+    data_dir: opt.DataDir = None, eval_crop: opt.EvalCrop = None, batch: Batch = None,
+) -> None:
+    """Mean attention distance of every head and layer (paper Fig. 7 right): PNG and CSV.
+
+    Example: vitcli inspect distance runs/flowers --data ./flowers --out figures --images 64
+    """
+    from vitcli.inspect.outputs import write_distance_outputs
+
+    network, name = _load(model)
+    csv_path, png_path, count = write_distance_outputs(
+        network, {"source": data, "data_dir": data_dir, "eval_crop": eval_crop}, out,
+        name=name, split=split, **_given(count=images, batch_size=batch))
+    console.print(f"mean attention distance over {count} images")
+    _report([csv_path, png_path])
