@@ -249,3 +249,17 @@ def test_refused_load_with_options_leaves_disk_unchanged(tmp_path):
     before = disk_snapshot(tmp_path)
     vitcli_error(vitcli.load_checkpoint, path, image_size=100, num_classes=3)
     assert disk_snapshot(tmp_path) == before
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+
+    from vitcli.weights.npz import write_atomically
+
+    mask = os.umask(0o022)
+    try:
+        path = write_atomically(tmp_path / "file.txt",
+                                lambda temporary: open(temporary, "w").close())
+    finally:
+        os.umask(mask)
+    assert (path.stat().st_mode & 0o777) == 0o644

@@ -112,6 +112,12 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(path: str | Path, write) -> Path:
     """Calls `write(temporary_path)` and renames the result into place, so an interrupted
     write never leaves a half-written `path` behind."""
@@ -122,6 +128,8 @@ def write_atomically(path: str | Path, write) -> Path:
     os.close(handle)
     try:
         write(temporary)
+        # mkstemp creates 0600; give the result the permissions a plain open() would.
+        os.chmod(temporary, 0o666 & ~_current_umask())
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
