@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 CLASSIFIERS = ("token", "gap")
+OBJECTIVES = ("classification", "mpp")
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,21 @@ PRETRAIN_DEFAULTS = TrainConfig(
     optimizer="adamw", learning_rate=1e-3, weight_decay=0.1, schedule="linear",
     warmup_steps=10_000, batch_size=4096, grad_clip_norm=1.0,
 )
+# The paper's masked patch prediction recipe (appendix B.1.2): Adam, base lr 2e-4, 10k
+# warm-up, cosine decay; batch and weight decay as in its supervised pre-training.
+MPP_PRETRAIN_DEFAULTS = dataclasses.replace(PRETRAIN_DEFAULTS, learning_rate=2e-4,
+                                            schedule="cosine")
 FINETUNE_DEFAULTS = TrainConfig()
+
+
+@dataclass(frozen=True)
+class MaskedPatchConfig:
+    """Self-supervised masked patch prediction (REFERENCE section 6, the paper's section 4.6)."""
+
+    corrupt_fraction: float = 0.5  # of each image's patches (rounded, at least one)
+    mask_fraction: float = 0.8  # of the corrupted: replaced by the learned [mask] embedding
+    random_fraction: float = 0.1  # ... by another patch of the same image; the rest kept as is
+    colour_bits: int = 3  # per channel: the target is one of 2**(3 * bits) = 512 mean colours
 
 
 @dataclass(frozen=True)
@@ -137,6 +152,7 @@ class RunConfig:
     """A whole training run; written resolved to `config.yaml`, enough to rerun it."""
 
     command: str = "finetune"  # finetune | pretrain
+    objective: str = "classification"  # classification | mpp (masked patches; pretrain only)
     model: str | None = None  # registry variant; with --weights, read from the file
     weights: str | None = None  # .npz, named checkpoint, .keras or run directory
     image_size: int | None = None  # None: the checkpoint's resolution, else 224
@@ -151,6 +167,7 @@ class RunConfig:
     jit: bool = False  # XLA-compile the training step
     data: DataConfig = DataConfig()
     train: TrainConfig = FINETUNE_DEFAULTS
+    mpp: MaskedPatchConfig = MaskedPatchConfig()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -168,15 +185,19 @@ def _checked_fields(cls, values: dict, where: str) -> dict:
     return values
 
 
+# The nested sections of a RunConfig (a recipe's `data:`, `train:` and `mpp:` mappings).
+SECTIONS = {"data": DataConfig, "train": TrainConfig, "mpp": MaskedPatchConfig}
+
+
 def merge_run_config(base: RunConfig, values: dict, where: str = "config") -> RunConfig:
     """`base` with the (nested) settings of `values` applied; unknown keys are an error."""
     values = dict(_checked_fields(RunConfig, values, where))
-    data = _checked_fields(DataConfig, values.pop("data", None) or {}, f"{where} (data)")
-    train = _checked_fields(TrainConfig, values.pop("train", None) or {}, f"{where} (train)")
-    return dataclasses.replace(
-        base, data=dataclasses.replace(base.data, **data),
-        train=dataclasses.replace(base.train, **train), **values,
-    )
+    sections = {
+        name: dataclasses.replace(getattr(base, name), **_checked_fields(
+            cls, values.pop(name, None) or {}, f"{where} ({name})"))
+        for name, cls in SECTIONS.items()
+    }
+    return dataclasses.replace(base, **sections, **values)
 
 
 def read_recipe(path: str) -> dict:
@@ -199,17 +220,41 @@ def read_recipe(path: str) -> dict:
     return values
 
 
+def train_defaults(command: str, objective: str) -> TrainConfig:
+    """The recipe a command starts from: fine-tuning, supervised or masked-patch pre-training."""
+    if command != "pretrain":
+        return FINETUNE_DEFAULTS
+    return MPP_PRETRAIN_DEFAULTS if objective == "mpp" else PRETRAIN_DEFAULTS
+
+
+def check_objective(config: RunConfig) -> None:
+    """Refuses an unknown objective, and masked patch prediction outside pre-training."""
+    from vitcli.errors import VitcliError
+
+    if config.objective not in OBJECTIVES:
+        raise VitcliError(f"unknown objective '{config.objective}'",
+                          hint=f"use {' or '.join(OBJECTIVES)}")
+    if config.objective == "mpp" and config.command != "pretrain":
+        raise VitcliError("--objective mpp is a pre-training objective",
+                          hint="use `vitcli pretrain --objective mpp`, then "
+                          "`vitcli finetune --weights RUN_DIR`")
+
+
 def resolve_run_config(command: str, recipe: str | None, flags: dict) -> RunConfig:
     """Defaults -> recipe file -> explicit flags (None means 'not given')."""
-    base = RunConfig(command=command,
-                     train=PRETRAIN_DEFAULTS if command == "pretrain" else FINETUNE_DEFAULTS)
+    recipe_values = read_recipe(recipe) if recipe else {}
+    # The objective picks the defaults, so it is read before anything is layered on them.
+    objective = flags.get("objective") or recipe_values.get("objective") or RunConfig.objective
+    base = RunConfig(command=command, train=train_defaults(command, objective))
     if recipe:
-        base = merge_run_config(base, read_recipe(recipe), where=recipe)
+        base = merge_run_config(base, recipe_values, where=recipe)
 
     def given(section: dict) -> dict:
         return {key: value for key, value in section.items() if value is not None}
 
-    values = given({key: value for key, value in flags.items() if key not in ("data", "train")})
-    values["data"] = given(flags.get("data", {}))
-    values["train"] = given(flags.get("train", {}))
-    return merge_run_config(base, values, where="command-line flags")
+    values = given({key: value for key, value in flags.items() if key not in SECTIONS})
+    for name in SECTIONS:
+        values[name] = given(flags.get(name, {}))
+    config = merge_run_config(base, values, where="command-line flags")
+    check_objective(config)
+    return config

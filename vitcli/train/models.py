@@ -6,7 +6,7 @@ from pathlib import Path
 
 import keras
 
-from vitcli.config import RunConfig
+from vitcli.config import RunConfig, check_objective
 from vitcli.errors import VitcliError
 from vitcli.models.registry import decode_variant, match_variant
 from vitcli.models.vit import build_vit
@@ -47,13 +47,15 @@ def _from_scratch(config: RunConfig, num_classes: int,
         raise VitcliError("no model given", hint="pass --model (e.g. vit-ti16) or --weights")
     row = decode_variant(config.model)
     pretraining = config.command == "pretrain"
+    # Supervised pre-training has the tanh pre-logits layer of width D (REFERENCE section 6);
+    # masked patch prediction never trains one, and fine-tuning would drop it untrained.
+    pre_logits = pretraining and config.objective == "classification"
     overrides = {
         "num_classes": num_classes,
         "image_size": config.image_size or 224,
         "classifier": config.classifier,
-        # Pre-training has the tanh pre-logits layer of width D (REFERENCE section 6).
         "representation_size": (config.representation_size or row.hidden_size)
-        if pretraining else config.representation_size,
+        if pre_logits else config.representation_size,
         "dropout": config.dropout if config.dropout is not None
         else (row.dropout if pretraining else 0.0),
     }
@@ -68,6 +70,17 @@ def model_for_run(config: RunConfig, num_classes: int,
     if config.weights:
         return _from_checkpoint(config, num_classes, dtype)
     return _from_scratch(config, num_classes, dtype)
+
+
+def objective_for_run(model: keras.Model, config: RunConfig):
+    """(what the optimizer trains, its micro-batch loss): the classifier itself with the
+    step's default loss (None), or for `mpp` a masked-patch predictor on its layers."""
+    check_objective(config)
+    if config.objective == "classification":
+        return model, None
+    from vitcli.train.mpp import masked_patch_training
+
+    return masked_patch_training(model, config)
 
 
 def load_trained(spec: str | Path, dtype=None) -> tuple[keras.Model, list[str] | None]:

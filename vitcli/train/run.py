@@ -15,7 +15,7 @@ from vitcli.data.sources import DataSource, open_source
 from vitcli.errors import VitcliError
 from vitcli.train.callbacks import TrainingCallbacks
 from vitcli.train.loop import TrainingJob, ensure_built, run_loop
-from vitcli.train.models import model_for_run
+from vitcli.train.models import model_for_run, objective_for_run
 from vitcli.train.optim import WarmupDecay, make_optimizer
 from vitcli.train.precision import (
     base_optimizer,
@@ -97,27 +97,30 @@ def run_training(config: RunConfig, callbacks: TrainingCallbacks | None = None) 
     with strategy.scope():
         model, load_lines = model_for_run(config, len(source.class_names),
                                           dtype=dtype_policy(precision))
+        # `trained` is `model`, or with --objective mpp the predictor built on its layers.
+        trained, batch_loss = objective_for_run(model, config)
         optimizer = wrap_optimizer(make_optimizer(config.train, steps), precision)
-        ensure_built(optimizer, model)
+        ensure_built(optimizer, trained)
     start_step, best = 0, None
     if config.resume and has_state(run_dir.checkpoints):
-        extra = restore_state(run_dir.checkpoints, model, optimizer)
+        extra = restore_state(run_dir.checkpoints, trained, optimizer)
         start_step, best = extra["step"], extra.get("best_val_top1")
         if chief:
             truncate_metrics(run_dir.path, start_step)
     image_size = model.input_shape[1]
     job = TrainingJob(
-        model=model, optimizer=optimizer, total_steps=steps,
+        model=trained, optimizer=optimizer, total_steps=steps,
         train_step=make_train_step(
-            model, optimizer, strategy, global_batch=config.train.batch_size,
+            trained, optimizer, strategy, global_batch=config.train.batch_size,
             accum_steps=config.train.accum_steps, grad_clip_norm=config.train.grad_clip_norm,
-            label_smoothing=config.train.label_smoothing, jit=config.jit),
+            label_smoothing=config.train.label_smoothing, jit=config.jit,
+            batch_loss=batch_loss),
         iterator=_distributed_iterator(strategy, source, config, image_size, start_step),
         steps_per_epoch=source.split("train").num_examples / config.train.batch_size,
         global_batch=config.train.batch_size, train=config.train, run_dir=run_dir,
         schedule=WarmupDecay(config.train.learning_rate, config.train.warmup_steps, steps,
                              config.train.schedule),
-        validate=make_validator(model, source, config, image_size), is_chief=chief,
+        validate=make_validator(trained, source, config, image_size), is_chief=chief,
     )
     job.train_step.steps_done.assign(start_step)
     callbacks.on_start({"run_dir": str(run_dir.path), "total_steps": steps,
@@ -132,8 +135,8 @@ def run_training(config: RunConfig, callbacks: TrainingCallbacks | None = None) 
                         "train_examples": source.split("train").num_examples})
     summary = run_loop(job, start_step, callbacks, best)
     if config.train.ema_decay is not None:
-        base_optimizer(optimizer).finalize_variable_values(model.trainable_variables)
-    summary["model"] = str(run_dir.save_model(model) if chief else _save_worker_copy(model))
+        base_optimizer(optimizer).finalize_variable_values(trained.trainable_variables)
+    summary["model"] = str(run_dir.save_model(trained) if chief else _save_worker_copy(trained))
     summary["run_dir"] = str(run_dir.path)
     callbacks.on_end(summary)
     return summary

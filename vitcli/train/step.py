@@ -20,6 +20,15 @@ def per_example_loss(labels: tf.Tensor, logits: tf.Tensor, label_smoothing: floa
     return tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
+def classification_loss(model: keras.Model, label_smoothing: float = 0.0):
+    """The default `batch_loss` of `make_train_step`: summed cross-entropy of the logits."""
+    def batch_loss(images, labels, seed):
+        logits = model(images, training=True)
+        return tf.reduce_sum(per_example_loss(labels, logits, label_smoothing))
+
+    return batch_loss
+
+
 def _loss_scale(optimizer):
     """The dynamic loss scale of a LossScaleOptimizer (fp16), else None."""
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
@@ -29,7 +38,7 @@ def _loss_scale(optimizer):
 
 def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strategy, *,
                     global_batch: int, accum_steps: int = 1, grad_clip_norm: float | None = 1.0,
-                    label_smoothing: float = 0.0, jit: bool = False):
+                    label_smoothing: float = 0.0, jit: bool = False, batch_loss=None):
     """A tf.function taking a distributed iterator; one call = one optimizer step.
 
     Each replica sums the gradients of `accum_steps` micro-batches (loss scaled by
@@ -39,18 +48,27 @@ def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strat
     with it (clipping commutes with scaling); the LossScaleOptimizer unscales and skips
     non-finite steps. Returns the mean loss over the global batch. The returned function's
     `steps_done` variable counts calls (the data position), skipped fp16 steps included.
+
+    `batch_loss(images, labels, seed)` returns a micro-batch's summed loss (default: the
+    classification loss of `model`); `seed` is a (2,) int64 (step, replica x micro-batch
+    slot), unique to the micro-batch, from which random objectives (masked patch
+    prediction) draw stateless numbers that a resumed run draws again identically.
     """
     variables = model.trainable_variables
     scale = _loss_scale(optimizer)
+    batch_loss = batch_loss or classification_loss(model, label_smoothing)
+
+    def micro_batch_seed(index):
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        slot = tf.cast(replica, tf.int64) * accum_steps + index
+        return tf.stack([tf.cast(steps_done, tf.int64), slot])
 
     def gradients_of(micro_batches):
         gradients = [tf.zeros(variable.shape, variable.dtype) for variable in variables]
         loss_sum = tf.constant(0.0)
-        for images, labels in micro_batches:
+        for index, (images, labels) in enumerate(micro_batches):
             with tf.GradientTape() as tape:
-                logits = model(images, training=True)
-                loss = tf.reduce_sum(per_example_loss(labels, logits, label_smoothing))
-                loss = loss / global_batch
+                loss = batch_loss(images, labels, micro_batch_seed(index)) / global_batch
                 scaled = loss * tf.cast(scale, tf.float32) if scale is not None else loss
             step_gradients = tape.gradient(scaled, variables)
             gradients = [total + tf.cast(gradient, total.dtype)

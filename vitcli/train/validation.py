@@ -10,7 +10,14 @@ from vitcli.evaluate.metrics import classification_metrics
 
 
 def make_validator(model, source: DataSource, config: RunConfig, image_size: int):
-    """A callable returning {'val_top1', 'val_top5', 'val_loss'}, or None without a val split."""
+    """A callable returning {'val_top1', 'val_top5', 'val_loss'}, or None without a val split.
+
+    For a masked-patch run (`model` a MaskedPatchTraining) these are its MPP metrics.
+    """
+    if config.objective == "mpp":
+        from vitcli.train.mpp import make_mpp_validator
+
+        return make_mpp_validator(model, source, config, image_size)
     if "val" not in source.splits:
         return None
     dataset = eval_dataset(source.split("val"), config.data, image_size=image_size,
