@@ -11,7 +11,7 @@ from vitcli.config import TrainConfig
 from vitcli.errors import VitcliError
 
 # Not decayed in pre-training: biases, norm scales/offsets, and the embeddings.
-NO_WEIGHT_DECAY = ["bias", "gamma", "beta", "pos_embedding", "cls"]
+NO_WEIGHT_DECAY = ["bias", "gamma", "beta", "pos_embedding", "cls", "mask_embedding"]
 
 
 @keras.saving.register_keras_serializable(package="vitcli")
