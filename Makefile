@@ -25,6 +25,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not heavy" $(PYTEST_ARGS)
 
+## bench: throughput vs timm and keras-hub (own environment .venv-bench; ~20-25 min)
+bench:
+	bash benchmarks/run.sh
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check vitcli tests benchmarks examples
 
