@@ -2,6 +2,7 @@
 `make bench`.
 
     .venv-bench/bin/python benchmarks/profile_step.py [--model vit-ti16] [--steps 4]
+        [--precision bf16]
 
 For vitcli (fp32, default strategy, batch 32, 224 px, the benchmark's thread settings):
 - phase timings (median of --steps after 2 warm-ups): the forward pass alone (training=True),
@@ -72,13 +73,13 @@ def vitcli_setup(variant: str, precision: str = "fp32"):
     return model, optimizer, images, labels
 
 
-def vitcli_phases(variant: str, steps: int) -> dict:
+def vitcli_phases(variant: str, steps: int, precision: str = "fp32") -> dict:
     """Median seconds of forward, forward+backward and the whole step, without and with XLA."""
     import tensorflow as tf
 
     from vitcli.train.step import make_train_step, per_example_loss
 
-    model, optimizer, images, labels = vitcli_setup(variant)
+    model, optimizer, images, labels = vitcli_setup(variant, precision)
     variables = model.trainable_variables
     strategy = tf.distribute.get_strategy()
     out = {}
@@ -242,6 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="vit-ti16")
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                        help="vitcli's precision (timm is profiled in fp32)")
     parser.add_argument("--timm-worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -258,10 +261,11 @@ def main(argv: list[str] | None = None) -> None:
     report["timm"]["foreign_load_cores"] = meter.load
     wait_until_quiet()
     with LoadMeter() as meter:
-        report["vitcli_phases"] = vitcli_phases(args.model, args.steps)
-        report["vitcli_profile_fp32"] = vitcli_profile(args.model)
+        report["vitcli_phases"] = vitcli_phases(args.model, args.steps, args.precision)
+        report[f"vitcli_profile_{args.precision}"] = vitcli_profile(args.model, args.precision)
     report["vitcli_foreign_load_cores"] = meter.load
-    out = Path(args.out or HERE / f"profile_{args.model}.json")
+    suffix = "" if args.precision == "fp32" else f"_{args.precision}"
+    out = Path(args.out or HERE / f"profile_{args.model}{suffix}.json")
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 

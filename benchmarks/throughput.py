@@ -73,8 +73,8 @@ class Steps:
 
 
 # Chosen so that the full run stays near 20 minutes on 2 cores, where one training step at
-# batch 32 takes about 1.7 s (ti16), 6 s (s16) and 25 s (b16) in fp32 and up to twice that
-# in bf16 with XLA: b16 gets one warm-up and ONE timed training step per configuration.
+# batch 32 takes about 1.7 s (ti16), 5.5 s (s16) and 18-20 s (b16), plus each configuration's
+# start-up and warm-up: b16 gets one warm-up and ONE timed training step per configuration.
 # --rounds N repeats the whole interleaved sequence N times (the medians pool all rounds).
 FULL_STEPS = {"vit-ti16": Steps(2, 5, 2, 6), "vit-s16": Steps(1, 3, 1, 4),
               "vit-b16": Steps(1, 1, 1, 2)}
@@ -306,7 +306,7 @@ def run_peak_worker(library: str) -> dict:
     import torch
 
     torch.set_num_threads(THREADS)
-    # torch's own allocations: a numpy buffer halves torch's matmul speed here (alignment).
+    # torch's own tensors: from_numpy buffers measured 90-104 GFLOP/s here, torch.rand 181-198.
     xa, xb = torch.rand(PEAK_N, PEAK_N), torch.rand(PEAK_N, PEAK_N)
     ya, yb = xa.bfloat16(), xb.bfloat16()
     return {"torch_fp32": best(lambda: xa @ xb), "torch_bf16": best(lambda: ya @ yb)}
