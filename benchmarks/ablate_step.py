@@ -26,8 +26,10 @@ import sys
 import time
 from pathlib import Path
 
+from profile_step import BATCH, THREADS  # one place for the benchmark settings
+
 HERE = Path(__file__).resolve().parent
-BATCH, SIZE, CLASSES, THREADS = 32, 224, 1000, 2
+
 VARIANTS = ("baseline", "gelu_exact", "mlp_2d", "fused_qkv", "all")
 
 
@@ -92,30 +94,17 @@ def patch_fused_qkv():
 
 def worker(variant: str, model_name: str, precision: str, steps: int) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
     import tensorflow as tf
+    from profile_step import vitcli_setup  # the same model, optimizer and data as the profile
 
-    tf.config.threading.set_intra_op_parallelism_threads(THREADS)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    from vitcli.api import build_model
-    from vitcli.config import TrainConfig
     from vitcli.evaluate.inference import forward_function
-    from vitcli.train.optim import make_optimizer
-    from vitcli.train.precision import dtype_policy
     from vitcli.train.step import make_train_step
 
     patches = {"gelu_exact": [patch_gelu_exact], "mlp_2d": [patch_mlp_2d],
                "fused_qkv": [patch_fused_qkv], "all": [patch_mlp_2d, patch_fused_qkv]}
     for patch in patches.get(variant, []):
         patch()
-    keras.utils.set_random_seed(0)
-    model = build_model(model_name, num_classes=CLASSES, image_size=SIZE,
-                        dtype=dtype_policy(precision))
-    optimizer = make_optimizer(TrainConfig(optimizer="sgd", learning_rate=1e-3, warmup_steps=0,
-                                           batch_size=BATCH), 10_000)
-    optimizer.build(model.trainable_variables)
-    images = tf.random.uniform((BATCH, SIZE, SIZE, 3), 0, 255)
-    labels = tf.one_hot(tf.random.uniform((BATCH,), 0, CLASSES, tf.int32), CLASSES)
+    model, optimizer, images, labels = vitcli_setup(model_name, precision)
     step = make_train_step(model, optimizer, tf.distribute.get_strategy(), global_batch=BATCH)
     iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
     forward = forward_function(model)
