@@ -1,7 +1,8 @@
 """vitcli: the Vision Transformer of "An Image is Worth 16x16 Words", in Keras 3.
 
 Public API (imported lazily, so `vitcli --help` does not wait for TensorFlow):
-`build_model`, `load_checkpoint`, `save_npz`, `resize_posemb`, `decode_variant`.
+`build_model`, `load_checkpoint`, `save_npz`, `resize_posemb`, `decode_variant`, and
+`train_steps` (vitcli's own training step on batches you give).
 """
 
 from vitcli import _environment  # noqa: F401  (sets backend defaults before any Keras import)
@@ -15,6 +16,7 @@ _EXPORTS = {
     "save_npz": "vitcli.weights.checkpoint",
     "resize_posemb": "vitcli.weights.posemb",
     "decode_variant": "vitcli.models.registry",
+    "train_steps": "vitcli.train.scripting",
     "VitcliError": "vitcli.errors",
 }
 

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 
 CLASSIFIERS = ("token", "gap")
 OBJECTIVES = ("classification", "mpp")
+# Storage of the optimizer's momentum (SGD) or first moment (Adam): float32 is exact,
+# bfloat16 is what the reference code keeps to save memory.
+MOMENTUM_DTYPES = ("float32", "bfloat16")
+OPTIMIZERS = ("sgd", "adamw", "adam")  # adam = adamw (decoupled decay, 0 unless given)
+SCHEDULES = ("cosine", "linear")
 
 
 @dataclass(frozen=True)
@@ -110,8 +115,10 @@ class TrainConfig:
     optimizer: str = "sgd"  # sgd | adamw
     learning_rate: float = 0.003
     momentum: float = 0.9
+    momentum_dtype: str = "float32"  # float32 | bfloat16 (the reference's memory saving)
     beta1: float = 0.9
     beta2: float = 0.999
+    epsilon: float = 1e-8  # Adam's, added to sqrt(v_hat) as optax does
     weight_decay: float = 0.0
     schedule: str = "cosine"  # cosine | linear (decay to zero after warm-up)
     warmup_steps: int = 100
@@ -227,6 +234,42 @@ def train_defaults(command: str, objective: str) -> TrainConfig:
     return MPP_PRETRAIN_DEFAULTS if objective == "mpp" else PRETRAIN_DEFAULTS
 
 
+def _in_range(name: str, value, low, high, *, low_open=False, high_open=False) -> None:
+    from vitcli.errors import VitcliError
+
+    below = value <= low if low_open else value < low
+    above = high is not None and (value >= high if high_open else value > high)
+    if below or above:
+        left, right = "(" if low_open else "[", ")" if high_open else "]"
+        interval = f"{left}{low}, {'inf' if high is None else high}{right}"
+        raise VitcliError(f"{name} must be in {interval}, got {value}")
+
+
+def _one_of(name: str, value, choices) -> None:
+    from vitcli.errors import VitcliError
+
+    if value not in choices:
+        raise VitcliError(f"unknown {name} '{value}'", hint=f"use {', '.join(choices)}")
+
+
+def check_train_config(train: TrainConfig) -> None:
+    """Every optimisation setting's choices and range, checked before any work."""
+    _one_of("optimizer", train.optimizer, OPTIMIZERS)
+    _one_of("schedule", train.schedule, SCHEDULES)
+    _one_of("momentum dtype", train.momentum_dtype, MOMENTUM_DTYPES)
+    _in_range("learning rate", train.learning_rate, 0, None, low_open=True)
+    _in_range("momentum", train.momentum, 0, 1, high_open=True)
+    _in_range("beta1", train.beta1, 0, 1, high_open=True)
+    _in_range("beta2", train.beta2, 0, 1, high_open=True)
+    _in_range("epsilon", train.epsilon, 0, None, low_open=True)
+    _in_range("weight decay", train.weight_decay, 0, None)
+    _in_range("warm-up steps", train.warmup_steps, 0, None)
+    _in_range("accumulation steps", train.accum_steps, 1, None)
+    _in_range("label smoothing", train.label_smoothing, 0, 1, high_open=True)
+    if train.grad_clip_norm is not None:
+        _in_range("gradient clipping norm", train.grad_clip_norm, 0, None)
+
+
 def check_objective(config: RunConfig) -> None:
     """Refuses an unknown objective, and masked patch prediction outside pre-training."""
     from vitcli.errors import VitcliError
@@ -257,4 +300,5 @@ def resolve_run_config(command: str, recipe: str | None, flags: dict) -> RunConf
         values[name] = given(flags.get(name, {}))
     config = merge_run_config(base, values, where="command-line flags")
     check_objective(config)
+    check_train_config(config.train)
     return config

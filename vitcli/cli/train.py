@@ -45,7 +45,12 @@ def train_command(
         "--accum", help="Gradient accumulation micro-batches per step.", rich_help_panel=T)] = None,
     optimizer: Annotated[str | None, typer.Option("--optimizer", help="sgd or adamw.",
                                                   rich_help_panel=T)] = None,
-    weight_decay: Annotated[float | None, typer.Option("--weight-decay", rich_help_panel=T)] = None,
+    weight_decay: Annotated[float | None, typer.Option(
+        "--weight-decay", help="Decoupled, on kernels, times the current rate (adamw).",
+        rich_help_panel=T)] = None,
+    momentum_dtype: Annotated[str | None, typer.Option(
+        "--momentum-dtype", help="float32 (exact) or bfloat16 (the reference's memory "
+        "saving) for SGD's momentum / Adam's first moment.", rich_help_panel=T)] = None,
     label_smoothing: Annotated[float | None, typer.Option("--label-smoothing",
                                                           rich_help_panel=T)] = None,
     ema: Annotated[float | None, typer.Option(
@@ -86,7 +91,8 @@ def train_command(
                  "mixup": mixup},
         "train": {"steps": steps, "epochs": epochs, "learning_rate": lr, "warmup_steps": warmup,
                   "batch_size": batch, "accum_steps": accum, "optimizer": optimizer,
-                  "weight_decay": weight_decay, "label_smoothing": label_smoothing,
+                  "weight_decay": weight_decay, "momentum_dtype": momentum_dtype,
+                  "label_smoothing": label_smoothing,
                   "ema_decay": ema, "seed": seed, "eval_every": eval_every,
                   "checkpoint_every": checkpoint_every},
     }

@@ -26,7 +26,7 @@ class TrainingJob:
     global_batch: int
     train: TrainConfig
     run_dir: RunDirectory
-    schedule: object = None  # step -> learning rate
+    schedule: object = None  # optimizer step count -> rate (the k-th update uses k - 1)
     validate: object = None  # callable() -> dict of val metrics, or None
     is_chief: bool = True
 
@@ -76,7 +76,7 @@ def run_loop(job: TrainingJob, start_step: int, callbacks: TrainingCallbacks,
             if step % config.log_every == 0 or step == job.total_steps:
                 loss = float(np.mean([float(value) for value in losses]))
                 record = {"step": step, "epoch": round(step / job.steps_per_epoch, 3),
-                          "loss": loss, "lr": float(job.schedule(step)),
+                          "loss": loss, "lr": float(job.schedule(step - 1)),
                           "images_per_sec": round(meter.images_per_second(), 2)}
                 if not np.isfinite(loss):
                     callbacks.on_message(f"warning: loss is {loss} at step {step}")

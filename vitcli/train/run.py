@@ -16,7 +16,7 @@ from vitcli.errors import VitcliError
 from vitcli.train.callbacks import TrainingCallbacks
 from vitcli.train.loop import TrainingJob, ensure_built, run_loop
 from vitcli.train.models import model_for_run, objective_for_run
-from vitcli.train.optim import WarmupDecay, make_optimizer
+from vitcli.train.optim import make_optimizer, make_schedule
 from vitcli.train.precision import (
     base_optimizer,
     device_kind,
@@ -118,8 +118,7 @@ def run_training(config: RunConfig, callbacks: TrainingCallbacks | None = None) 
         iterator=_distributed_iterator(strategy, source, config, image_size, start_step),
         steps_per_epoch=source.split("train").num_examples / config.train.batch_size,
         global_batch=config.train.batch_size, train=config.train, run_dir=run_dir,
-        schedule=WarmupDecay(config.train.learning_rate, config.train.warmup_steps, steps,
-                             config.train.schedule),
+        schedule=make_schedule(config.train, steps),
         validate=make_validator(trained, source, config, image_size), is_chief=chief,
     )
     job.train_step.steps_done.assign(start_step)

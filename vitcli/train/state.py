@@ -18,9 +18,16 @@ from vitcli.weights.npz import read_npz, write_npz
 STATE_FILE = "state.npz"
 
 
+def _storable(variable) -> np.ndarray:
+    """The variable's value; bfloat16 (momentum kept as the reference does) is widened to
+    float32, exactly, because numpy's .npz has no bfloat16 type."""
+    value = np.asarray(variable.numpy())
+    return value.astype(np.float32) if value.dtype.name == "bfloat16" else value
+
+
 def save_state(directory: Path, model, optimizer, extra: dict) -> Path:
-    arrays = {f"model/{variable.path}": np.asarray(variable.numpy()) for variable in model.weights}
-    arrays.update({f"optimizer/{index:05d}": np.asarray(variable.numpy())
+    arrays = {f"model/{variable.path}": _storable(variable) for variable in model.weights}
+    arrays.update({f"optimizer/{index:05d}": _storable(variable)
                    for index, variable in enumerate(optimizer.variables)})
     arrays["extra"] = np.frombuffer(json.dumps(extra).encode(), dtype=np.uint8)
     return write_npz(Path(directory) / STATE_FILE, arrays)
@@ -40,5 +47,5 @@ def restore_state(directory: Path, model, optimizer) -> dict:
         raise VitcliError(f"checkpoint in {directory} does not match this model/optimizer",
                           hint="resume with the same settings, or start a new --out")
     for key, variable in variables.items():
-        variable.assign(arrays[key])
+        variable.assign(arrays[key])  # a widened bfloat16 narrows back exactly
     return json.loads(arrays["extra"].tobytes().decode())
