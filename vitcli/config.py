@@ -257,7 +257,7 @@ def check_train_config(train: TrainConfig) -> None:
     _one_of("optimizer", train.optimizer, OPTIMIZERS)
     _one_of("schedule", train.schedule, SCHEDULES)
     _one_of("momentum dtype", train.momentum_dtype, MOMENTUM_DTYPES)
-    _in_range("learning rate", train.learning_rate, 0, None, low_open=True)
+    _in_range("learning rate", train.learning_rate, 0, None)
     _in_range("momentum", train.momentum, 0, 1, high_open=True)
     _in_range("beta1", train.beta1, 0, 1, high_open=True)
     _in_range("beta2", train.beta2, 0, 1, high_open=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import ml_dtypes
 import numpy as np
 import yaml
 from typer.testing import CliRunner
@@ -103,3 +104,46 @@ def test_pretrain_from_scratch_learns_colours(colour_folder, tmp_path):
     assert losses[-1] < losses[0] < 1.5
     model = vitcli.load_checkpoint(out / "model.keras")
     assert model.get_layer("pre_logits").units == 96  # tanh pre-logits of width D
+
+
+def optimizer_arrays(run) -> list[np.ndarray]:
+    with np.load(run / "checkpoints" / "state.npz") as state:
+        return [state[key] for key in state.files if key.startswith("optimizer/")]
+
+
+def test_cli_first_update_has_rate_zero_like_the_reference(colour_folder, tiny_checkpoint,
+                                                           tmp_path):
+    """The schedule is evaluated at the optimizer's count from 0, as optax does: one step
+    with warm-up fills the momentum but leaves every weight as loaded."""
+    out = tmp_path / "run"
+    result = finetune("--weights", tiny_checkpoint, "--data", colour_folder, "--steps", 1,
+                      "--batch", 6, "--warmup", 1, "--out", out)
+    assert result.exit_code == 0, result.output
+    loaded = vitcli.load_checkpoint(tiny_checkpoint, num_classes=3)
+    trained = vitcli.load_checkpoint(out / "model.keras")
+    for want, got in zip(loaded.weights, trained.weights, strict=True):
+        np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=want.path)
+    assert any(np.any(array) for array in optimizer_arrays(out) if array.ndim)
+
+
+def test_cli_pretrain_keeps_bfloat16_first_moments(colour_folder, tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["pretrain", "--model", "vit-mu8", "--data", str(colour_folder),
+                                 "--res", "16", "--steps", "2", "--batch", "6", "--warmup", "1",
+                                 "--momentum-dtype", "bfloat16", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["train"]["momentum_dtype"] == "bfloat16"
+    moments = [array for array in optimizer_arrays(out) if array.ndim and np.any(array)]
+    representable = [np.array_equal(array, array.astype(ml_dtypes.bfloat16).astype(array.dtype))
+                     for array in moments]
+    # Adam's first moments are stored in bfloat16, its second moments in float32.
+    assert any(representable) and not all(representable)
+
+
+def test_cli_refuses_an_unknown_momentum_dtype(colour_folder, tmp_path):
+    result = finetune("--model", "vit-mu8", "--data", colour_folder, "--steps", 1,
+                      "--momentum-dtype", "float16", "--out", tmp_path / "run")
+    assert result.exit_code != 0
+    assert "unknown momentum dtype 'float16'" in result.output
+    assert not (tmp_path / "run").exists()
