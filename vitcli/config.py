@@ -12,6 +12,8 @@ OBJECTIVES = ("classification", "mpp")
 MOMENTUM_DTYPES = ("float32", "bfloat16")
 OPTIMIZERS = ("sgd", "adamw", "adam")  # adam = adamw (decoupled decay, 0 unless given)
 SCHEDULES = ("cosine", "linear")
+LR_SCALINGS = ("linear", "sqrt", "none")
+TRAIN_CROPS = ("auto", "inception", "resize", "center")
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,10 @@ class DataConfig:
     test_split: str = "test"
     download: bool = False  # allow tensorflow-datasets to download and prepare
     strict: bool = False  # unreadable images are an error instead of a warning
-    train_crop: str = "inception"  # inception (crop + flip) | resize | center
+    # auto: inception (crop + flip, the reference's) for images at least as large as the
+    # training resolution, resize for smaller ones (vitcli.train.defaults) | inception |
+    # resize | center
+    train_crop: str = "auto"
     eval_crop: str = "resize"  # resize (the reference's) | center (resize-small + crop)
     randaugment: bool = False
     mixup: float = 0.0  # Beta(alpha, alpha) mixing; 0 turns it off
@@ -106,14 +111,25 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The optimisation recipe. Defaults are the reference's fine-tuning ones."""
+    """The optimisation recipe. Defaults are the reference's fine-tuning ones.
 
-    steps: int | None = None  # total optimizer steps; or give epochs
+    Settings left at None are derived for the run when it starts (vitcli.train.defaults):
+    the length from the training set's size, the learning rate from `base_learning_rate`
+    scaled from `reference_batch` to the run's batch, the warm-up from `default_warmup`
+    capped at a tenth of the run. The run's config.yaml records the derived values.
+    """
+
+    steps: int | None = None  # total optimizer steps; None: from epochs or the data size
     epochs: float | None = None
     batch_size: int = 512  # the global batch
-    accum_steps: int = 1  # micro-batches per step (batch_size / accum_steps each)
+    # Micro-batches per step (batch_size / accum_steps each); "auto": the fewest that fit
+    # the device's memory (vitcli.train.memory), decided when the run starts.
+    accum_steps: int | str = "auto"
     optimizer: str = "sgd"  # sgd | adamw
-    learning_rate: float = 0.003
+    learning_rate: float | None = None  # None: base_learning_rate scaled to batch_size
+    base_learning_rate: float = 0.003  # the recipe's rate at reference_batch
+    reference_batch: int = 512
+    lr_scaling: str = "linear"  # linear | sqrt | none: how the base rate follows the batch
     momentum: float = 0.9
     momentum_dtype: str = "float32"  # float32 | bfloat16 (the reference's memory saving)
     beta1: float = 0.9
@@ -121,7 +137,8 @@ class TrainConfig:
     epsilon: float = 1e-8  # Adam's, added to sqrt(v_hat) as optax does
     weight_decay: float = 0.0
     schedule: str = "cosine"  # cosine | linear (decay to zero after warm-up)
-    warmup_steps: int = 100
+    warmup_steps: int | None = None  # None: default_warmup, at most a tenth of the run
+    default_warmup: int = 100
     grad_clip_norm: float | None = 1.0
     label_smoothing: float = 0.0
     ema_decay: float | None = None  # Polyak averaging, e.g. 0.9999
@@ -132,14 +149,16 @@ class TrainConfig:
 
 
 # The paper's pre-training recipe (Adam, beta2 0.999, decoupled weight decay 0.1,
-# linear warm-up then linear decay, tanh pre-logits head).
+# linear warm-up then linear decay, tanh pre-logits head), rate 1e-3 at batch 4,096; Adam's
+# rate follows the batch by its square root (as timm scales Adam-type optimizers).
 PRETRAIN_DEFAULTS = TrainConfig(
-    optimizer="adamw", learning_rate=1e-3, weight_decay=0.1, schedule="linear",
-    warmup_steps=10_000, batch_size=4096, grad_clip_norm=1.0,
+    optimizer="adamw", base_learning_rate=1e-3, reference_batch=4096, lr_scaling="sqrt",
+    weight_decay=0.1, schedule="linear", default_warmup=10_000, batch_size=4096,
+    grad_clip_norm=1.0,
 )
 # The paper's masked patch prediction recipe (appendix B.1.2): Adam, base lr 2e-4, 10k
 # warm-up, cosine decay; batch and weight decay as in its supervised pre-training.
-MPP_PRETRAIN_DEFAULTS = dataclasses.replace(PRETRAIN_DEFAULTS, learning_rate=2e-4,
+MPP_PRETRAIN_DEFAULTS = dataclasses.replace(PRETRAIN_DEFAULTS, base_learning_rate=2e-4,
                                             schedule="cosine")
 FINETUNE_DEFAULTS = TrainConfig()
 
@@ -162,6 +181,10 @@ class RunConfig:
     objective: str = "classification"  # classification | mpp (masked patches; pretrain only)
     model: str | None = None  # registry variant; with --weights, read from the file
     weights: str | None = None  # .npz, named checkpoint, .keras or run directory
+    # Fine-tuning without --weights starts from the variant's recommended published
+    # checkpoint; from_scratch asks for random initialisation instead (never silently).
+    from_scratch: bool = False
+    remat: bool = False  # recompute activations in the backward pass: less memory, more time
     image_size: int | None = None  # None: the checkpoint's resolution, else 224
     dropout: float | None = None  # None: 0 for fine-tuning, the variant's for pre-training
     representation_size: int | None = None  # pre-training: None = the hidden size
@@ -257,14 +280,31 @@ def check_train_config(train: TrainConfig) -> None:
     _one_of("optimizer", train.optimizer, OPTIMIZERS)
     _one_of("schedule", train.schedule, SCHEDULES)
     _one_of("momentum dtype", train.momentum_dtype, MOMENTUM_DTYPES)
-    _in_range("learning rate", train.learning_rate, 0, None)
+    _one_of("learning-rate scaling", train.lr_scaling, LR_SCALINGS)
+    if train.learning_rate is not None:
+        _in_range("learning rate", train.learning_rate, 0, None)
+    _in_range("base learning rate", train.base_learning_rate, 0, None)
+    _in_range("reference batch", train.reference_batch, 1, None)
+    _in_range("batch size", train.batch_size, 1, None)
+    if train.steps is not None:
+        _in_range("steps", train.steps, 1, None)
+    if train.epochs is not None:
+        _in_range("epochs", train.epochs, 0, None, low_open=True)
     _in_range("momentum", train.momentum, 0, 1, high_open=True)
     _in_range("beta1", train.beta1, 0, 1, high_open=True)
     _in_range("beta2", train.beta2, 0, 1, high_open=True)
     _in_range("epsilon", train.epsilon, 0, None, low_open=True)
     _in_range("weight decay", train.weight_decay, 0, None)
-    _in_range("warm-up steps", train.warmup_steps, 0, None)
-    _in_range("accumulation steps", train.accum_steps, 1, None)
+    if train.warmup_steps is not None:
+        _in_range("warm-up steps", train.warmup_steps, 0, None)
+    _in_range("default warm-up steps", train.default_warmup, 0, None)
+    if train.accum_steps != "auto":
+        if not isinstance(train.accum_steps, int):
+            from vitcli.errors import VitcliError
+
+            raise VitcliError(f"accumulation steps must be 'auto' or a whole number, "
+                              f"got {train.accum_steps!r}")
+        _in_range("accumulation steps", train.accum_steps, 1, None)
     _in_range("label smoothing", train.label_smoothing, 0, 1, high_open=True)
     if train.grad_clip_norm is not None:
         _in_range("gradient clipping norm", train.grad_clip_norm, 0, None)
@@ -301,4 +341,5 @@ def resolve_run_config(command: str, recipe: str | None, flags: dict) -> RunConf
     config = merge_run_config(base, values, where="command-line flags")
     check_objective(config)
     check_train_config(config.train)
+    _one_of("training crop", config.data.train_crop, TRAIN_CROPS)
     return config

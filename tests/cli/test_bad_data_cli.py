@@ -27,8 +27,9 @@ def messy_folder(tmp_path, monkeypatch):
 
 
 def finetune(data, out, *extra):
-    return runner.invoke(app, ["finetune", "--model", "vit-mu8", "--data", str(data), "--res",
-                               "16", "--steps", "1", "--batch", "6", "--out", str(out), *extra])
+    return runner.invoke(app, ["finetune", "--model", "vit-mu8", "--from-scratch", "--data",
+                               str(data), "--res", "16", "--steps", "1", "--batch", "6",
+                               "--out", str(out), *extra])
 
 
 def test_bad_files_are_listed_in_one_warning_and_skipped(messy_folder, tmp_path):

@@ -105,8 +105,8 @@ def test_finetune_on_tfds_source_via_mock_data(tmp_path, mnist_metadata_dir):
     out = tmp_path / "run"
     tfds_flags = ("--data", "tfds:mnist", "--data-dir", mnist_metadata_dir)
     with tfds.testing.mock_data(num_examples=12, data_dir=mnist_metadata_dir):
-        result = invoke("finetune", "--model", "vit-mu4", *tfds_flags, "--res", "28",
-                        "--steps", "2", "--batch", "8", "--out", out)
+        result = invoke("finetune", "--model", "vit-mu4", "--from-scratch", *tfds_flags,
+                        "--res", "28", "--steps", "2", "--batch", "8", "--out", out)
         assert result.exit_code == 0, result.output
         assert (out / "labels.txt").read_text().split() == [str(i) for i in range(10)]
         report = invoke("evaluate", out, *tfds_flags, "--json")

@@ -160,13 +160,15 @@ def test_weights_download_from_url_into_cache(file_server, monkeypatch, tmp_path
     assert len(cached) == 1 and cached[0].read_bytes() == b"0123456789" * 1000
 
 
-def test_weights_download_offline_fails_fast_with_hint(monkeypatch, tmp_path):
+def test_weights_download_offline_fails_fast_in_one_line(monkeypatch, tmp_path):
     monkeypatch.setenv("VITCLI_HOME", str(tmp_path))
     start = time.monotonic()
     result = invoke("weights", "download", "http://127.0.0.1:9/vit.npz")
     assert time.monotonic() - start < 10
     assert result.exit_code == 1
-    assert "http://127.0.0.1:9/vit.npz" in result.stderr and "hint:" in result.stderr
+    line = " ".join(result.stderr.split())
+    assert "http://127.0.0.1:9/vit.npz" in line and f"put the file at {tmp_path}" in line
+    assert "--weights FILE" in line
 
 
 def test_unknown_named_checkpoint_suggests_names(monkeypatch, tmp_path):

@@ -1,4 +1,9 @@
-"""The `vitcli` command: sub-commands are registered here, one module each."""
+"""The `vitcli` command: sub-commands are registered here, one module each.
+
+Nothing here or in the command modules imports TensorFlow at module level: `--help` and
+flag errors answer at once, and a command starts TensorFlow only when its body runs
+(console.reports_errors).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,8 @@ from typing import Annotated
 import typer
 
 from vitcli import __version__
-from vitcli._environment import import_tensorflow_quietly
 from vitcli.cli import evaluate, export, inspect, models, predict, train, weights
 from vitcli.cli.console import DEBUG_VARIABLE
-
-LIGHT_COMMANDS = ("models",)  # need no TensorFlow: answer without its start-up time
 
 app = typer.Typer(
     name="vitcli",
@@ -32,7 +34,6 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    context: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_show_version,
                                           is_eager=True, help="Print the version.")] = False,
@@ -40,12 +41,11 @@ def main_options(
     """vitcli: the Vision Transformer of 'An Image is Worth 16x16 Words', in Keras 3."""
     if debug:
         os.environ[DEBUG_VARIABLE] = "1"
-    if context.invoked_subcommand not in LIGHT_COMMANDS:
-        import_tensorflow_quietly()
 
 
-app.command("finetune", help=train.FINETUNE_HELP)(train.train_command)
-app.command("pretrain", help=train.PRETRAIN_HELP)(train.train_command)
+# One option list, two recipes: each command's help shows its own recipe's defaults.
+app.command("finetune", help=train.FINETUNE_HELP)(train.make_train_command("finetune"))
+app.command("pretrain", help=train.PRETRAIN_HELP)(train.make_train_command("pretrain"))
 app.command("evaluate")(evaluate.evaluate_command)
 app.command("predict")(predict.predict_command)
 app.command("export")(export.export_command)

@@ -10,6 +10,19 @@ from rich.table import Table
 
 from vitcli.cli import options as opt
 from vitcli.cli.console import console, print_json, reports_errors
+from vitcli.cli.options import with_default
+from vitcli.config import RunConfig
+
+BATCH_SIZE = 64  # images per forward pass
+
+
+def parse_shots(value: str) -> tuple[int, ...]:
+    """--few-shot 1,5,10: positive shot counts; anything else is a usage error, reported
+    before TensorFlow starts."""
+    parts = [part.strip() for part in value.split(",")]
+    if not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise typer.BadParameter(f"use shots per class such as 1,5,10,25, not {value!r}")
+    return tuple(int(part) for part in parts)
 
 
 def _print_report(report: dict) -> None:
@@ -37,13 +50,14 @@ def _print_report(report: dict) -> None:
 def evaluate_command(
     model: opt.ModelArgument,
     data: opt.Data = None,
-    split: Annotated[str | None, typer.Option("--split", help="train, val or test "
-                                              "(default: test, else val).")] = None,
-    batch: opt.Batch = None,
-    few_shot: Annotated[str | None, typer.Option(
-        "--few-shot", help="Linear few-shot probes, e.g. 1,5,10,25 shots per class.")] = None,
-    out: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Folder for confusion.csv/.png (default: next to the model).")] = None,
+    split: Annotated[str | None, typer.Option("--split", help=with_default(
+        "train, val or test.", "test, else val"))] = None,
+    batch: opt.batch_option(BATCH_SIZE, "Images per forward pass.", panel=None) = None,
+    few_shot: Annotated[str | None, typer.Option(  # parse_shots: a tuple of ints
+        "--few-shot", parser=parse_shots, metavar="N,N,...", help=with_default(
+            "Linear few-shot probes, e.g. 1,5,10,25 shots per class.", "none"))] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help=with_default(
+        "Folder for confusion.csv/.png.", "eval-<split>/ next to the model"))] = None,
     data_dir: opt.DataDir = None, train_split: opt.TrainSplit = None,
     val_split: opt.ValSplit = None, test_split: opt.TestSplit = None,
     eval_crop: opt.EvalCrop = None, precision: opt.Precision = None, as_json: opt.Json = False,
@@ -54,12 +68,11 @@ def evaluate_command(
     """
     from vitcli.evaluate.evaluation import evaluate_report
 
-    shots = tuple(int(value) for value in few_shot.split(",")) if few_shot else ()
     report = evaluate_report(model, {"source": data, "data_dir": data_dir,
                                      "train_split": train_split, "val_split": val_split,
                                      "test_split": test_split, "eval_crop": eval_crop},
-                             split=split, batch_size=batch or 64, shots=shots, out_dir=out,
-                             precision=precision or "auto")
+                             split=split, batch_size=batch or BATCH_SIZE, shots=few_shot or (),
+                             out_dir=out, precision=precision or RunConfig.precision)
     if as_json:
         print_json(report)
     else:

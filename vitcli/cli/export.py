@@ -9,6 +9,8 @@ import typer
 
 from vitcli.cli import options as opt
 from vitcli.cli.console import console, reports_errors
+from vitcli.cli.options import with_default
+from vitcli.config import DataConfig
 
 
 @reports_errors
@@ -16,10 +18,11 @@ def export_command(
     model: opt.ModelArgument,
     fmt: Annotated[str, typer.Option("--format", "-f", help="savedmodel, keras, tflite, onnx "
                                      "or npz.")] = "savedmodel",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output path (savedmodel: a "
-                                             "folder that gets a version sub-folder).")] = None,
-    labels_file: Annotated[Path | None, typer.Option(
-        "--labels", help="Class names, one per line (a run directory has its own).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help=with_default(
+        "Output path (savedmodel: a folder that gets a version sub-folder).",
+        "<model name>-<format>.<suffix>, e.g. flowers-onnx.onnx"))] = None,
+    labels_file: Annotated[Path | None, typer.Option("--labels", help=with_default(
+        "Class names, one per line.", "a run directory's labels.txt, else class numbers"))] = None,
     eval_crop: opt.EvalCrop = None,
     top_k: Annotated[int, typer.Option("--top-k", help="top_k outputs of the serving "
                                        "signature.")] = 5,
@@ -46,8 +49,9 @@ def export_command(
     suffix = {"savedmodel": "", "keras": ".keras", "tflite": ".tflite", "onnx": ".onnx",
               "npz": ".npz"}[fmt]
     out = out or Path(f"{Path(model).stem}-{fmt}{suffix}")
-    result = export_model(network, fmt, out, labels=labels, eval_crop=eval_crop or "resize",
-                          top_k=top_k, verify=verify, log=lambda line: console.print(f"  {line}"))
+    result = export_model(network, fmt, out, labels=labels,
+                          eval_crop=eval_crop or DataConfig.eval_crop, top_k=top_k,
+                          verify=verify, log=lambda line: console.print(f"  {line}"))
     console.print(f"exported {fmt} to {result.path}"
                   + (f" (verified in a fresh process: max |diff| {result.max_abs_diff:.2e})"
                      if verify else ""))

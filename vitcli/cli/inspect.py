@@ -11,12 +11,20 @@ from rich.markup import escape
 
 from vitcli.cli import options as opt
 from vitcli.cli.console import console, reports_errors
+from vitcli.cli.options import with_default
 
 app = typer.Typer(help="The paper's analysis figures for a model, as PNG (and CSV).",
                   no_args_is_help=True)
 
+# The library's defaults (vitcli.inspect.outputs, which imports Keras: help must not wait
+# for it), repeated for help only; tests/cli/test_help.py checks that they agree.
+BATCH_SIZE = 8
+COMPONENTS = 28
+DISTANCE_IMAGES = 32
+
 Out = Annotated[Path, typer.Option("--out", "-o", help="Folder for the figures.")]
-Batch = Annotated[int | None, typer.Option("--batch", help="Images per forward pass.")]
+Batch = Annotated[int | None, typer.Option(
+    "--batch", help=with_default("Images per forward pass.", BATCH_SIZE))]
 
 
 def _load(model: Path):
@@ -72,7 +80,8 @@ def posemb_command(model: opt.ModelArgument, out: Out) -> None:
 @app.command("filters")
 @reports_errors
 def filters_command(model: opt.ModelArgument, out: Out, components: Annotated[
-        int | None, typer.Option("--components", help="How many (default 28).")] = None) -> None:
+        int | None, typer.Option("--components", help=with_default(
+            "How many.", COMPONENTS))] = None) -> None:
     """Principal components of the patch-embedding filters (paper Fig. 7 left)."""
     from vitcli.inspect.outputs import write_filters_figure
 
@@ -84,10 +93,10 @@ def filters_command(model: opt.ModelArgument, out: Out, components: Annotated[
 @reports_errors
 def distance_command(
     model: opt.ModelArgument, out: Out, data: opt.Data = None,
-    images: Annotated[int | None, typer.Option("--images", help="Images to average over "
-                                               "(default 32).")] = None,
-    split: Annotated[str | None, typer.Option("--split", help="train, val or test (default: "
-                                              "val, else test, else train).")] = None,
+    images: Annotated[int | None, typer.Option("--images", help=with_default(
+        "Images to average over.", DISTANCE_IMAGES))] = None,
+    split: Annotated[str | None, typer.Option("--split", help=with_default(
+        "train, val or test.", "val, else test, else train"))] = None,
     data_dir: opt.DataDir = None, eval_crop: opt.EvalCrop = None, batch: Batch = None,
 ) -> None:
     """Mean attention distance of every head and layer (paper Fig. 7 right): PNG and CSV.

@@ -34,7 +34,7 @@ def describe_variant(name: str) -> dict:
     }
 
 
-@reports_errors
+@reports_errors(tensorflow=False)  # arithmetic on configs: answers without TensorFlow
 def models_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:

@@ -1,5 +1,6 @@
 """Options shared by several commands (Annotated types; defaults are None = 'not given',
-so that config.py stays the only place where defaults live)."""
+so that config.py stays the only place where defaults live). Each help text ends with the
+effective default, read from config.py or said in words where the run derives it."""
 
 from __future__ import annotations
 
@@ -7,49 +8,79 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
+
+from vitcli.config import DataConfig, ModelConfig, RunConfig
 
 DATA = "Data"
 TRAINING = "Training"
 MODEL = "Model"
+SCALE = "Scale"
+
+
+def switch_default(name: str, on: bool) -> str:
+    """The spelling of a `--NAME/--no-NAME` switch's default, as typer shows its own."""
+    return name if on else f"no-{name}"
+
+
+def with_default(help_text: str, default) -> str:
+    """`help_text [default: DEFAULT]`, styled as typer shows a signature's default (dim).
+    The signature's own default is None ('not given'), so typer would show nothing."""
+    return f"{help_text} [dim]{escape(f'[default: {default}]')}[/]"
+
 
 Data = Annotated[str | None, typer.Option(
     "--data", help="Image folder (DIR/<class>/... or DIR/{train,val,test}/<class>/...) or "
     "tfds:NAME.", rich_help_panel=DATA)]
 DataDir = Annotated[str | None, typer.Option(
-    "--data-dir", help="tensorflow-datasets data directory.", rich_help_panel=DATA)]
+    "--data-dir", help=with_default("tensorflow-datasets data directory.",
+                                    "tensorflow-datasets' own"), rich_help_panel=DATA)]
 TrainSplit = Annotated[str | None, typer.Option(
-    "--train-split", help="tfds split string, e.g. 'train[:98%]'.", rich_help_panel=DATA)]
+    "--train-split", help=with_default("tfds split string, e.g. 'train[:98%]'.",
+                                       DataConfig.train_split), rich_help_panel=DATA)]
 ValSplit = Annotated[str | None, typer.Option(
-    "--val-split", help="Fraction held out of an image folder without val/ (default 0.1), "
-    "or a tfds split string.", rich_help_panel=DATA)]
+    "--val-split", help=with_default("Fraction held out of an image folder without val/, or a "
+                                     "tfds split string.", DataConfig.val_split),
+    rich_help_panel=DATA)]
 TestSplit = Annotated[str | None, typer.Option(
-    "--test-split", help="tfds split string for the test set.", rich_help_panel=DATA)]
+    "--test-split", help=with_default("tfds split string for the test set.",
+                                      DataConfig.test_split), rich_help_panel=DATA)]
 Download = Annotated[bool | None, typer.Option(
-    "--download/--no-download", help="Let tensorflow-datasets download and prepare.",
-    rich_help_panel=DATA)]
+    "--download/--no-download", help=with_default(
+        "Let tensorflow-datasets download and prepare.",
+        switch_default("download", DataConfig.download)), rich_help_panel=DATA)]
 Strict = Annotated[bool | None, typer.Option(
-    "--strict/--no-strict", help="Unreadable images are an error, not a warning.",
-    rich_help_panel=DATA)]
+    "--strict/--no-strict", help=with_default(
+        "Unreadable images are an error, not a warning.",
+        switch_default("strict", DataConfig.strict)), rich_help_panel=DATA)]
 EvalCrop = Annotated[str | None, typer.Option(
-    "--eval-crop", help="resize (the reference's) or center (resize-small + centre crop).",
+    "--eval-crop", help=with_default("resize (the reference's) or center (resize-small + "
+                                     "centre crop).", DataConfig.eval_crop),
     rich_help_panel=DATA)]
 Resolution = Annotated[int | None, typer.Option(
-    "--res", help="Image size; position embeddings are resized to match.",
+    "--res", help=with_default("Image size; position embeddings are resized to match.",
+                               f"the checkpoint's resolution, else {ModelConfig.image_size}"),
     rich_help_panel=MODEL)]
-Batch = Annotated[int | None, typer.Option(
-    "--batch", help="Global batch size.", rich_help_panel=TRAINING)]
 ModelArgument = Annotated[Path, typer.Argument(
     help="A run directory, a .keras file or an .npz checkpoint.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
-SCALE = "Scale"
+
+def batch_option(default, help_text: str = "Global batch size.", *, panel: str | None = TRAINING):
+    """--batch, whose default differs per command (and per training recipe)."""
+    return Annotated[int | None, typer.Option(
+        "--batch", help=with_default(help_text, default), rich_help_panel=panel)]
+
+
 Strategy = Annotated[str | None, typer.Option(
-    "--strategy", help="auto, default, mirrored, multi-worker ($TF_CONFIG) or tpu.",
-    rich_help_panel=SCALE)]
+    "--strategy", help=with_default("auto, default, mirrored, multi-worker ($TF_CONFIG) or tpu.",
+                                    RunConfig.strategy), rich_help_panel=SCALE)]
 Tpu = Annotated[str | None, typer.Option(
     "--tpu", help="TPU address ('local' on a TPU VM).", rich_help_panel=SCALE)]
 Precision = Annotated[str | None, typer.Option(
-    "--precision", help="auto (bf16 on TPU, fp16 on GPU, fp32 on CPU), fp32, bf16 or fp16.",
-    rich_help_panel=SCALE)]
+    "--precision", help=with_default("auto (bf16 on TPU, fp16 on GPU, fp32 on CPU), fp32, bf16 "
+                                     "or fp16.", RunConfig.precision), rich_help_panel=SCALE)]
 Jit = Annotated[bool | None, typer.Option(
-    "--jit/--no-jit", help="XLA-compile the training step.", rich_help_panel=SCALE)]
+    "--jit/--no-jit", help=with_default("XLA-compile the training step.",
+                                        switch_default("jit", RunConfig.jit)),
+    rich_help_panel=SCALE)]

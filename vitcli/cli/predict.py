@@ -12,6 +12,10 @@ from rich.table import Table
 
 from vitcli.cli import options as opt
 from vitcli.cli.console import console, error_console, print_json, reports_errors
+from vitcli.cli.options import with_default
+from vitcli.config import DataConfig
+
+BATCH_SIZE = 32  # images per forward pass
 
 
 def _labels(model, labels: list[str] | None, labels_file: Path | None) -> list[str]:
@@ -34,9 +38,9 @@ def predict_command(
     model: opt.ModelArgument,
     images: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels per image.")] = 5,
-    batch: opt.Batch = None,
-    labels_file: Annotated[Path | None, typer.Option(
-        "--labels", help="Class names, one per line (a run directory has its own).")] = None,
+    batch: opt.batch_option(BATCH_SIZE, "Images per forward pass.", panel=None) = None,
+    labels_file: Annotated[Path | None, typer.Option("--labels", help=with_default(
+        "Class names, one per line.", "a run directory's labels.txt, else class numbers"))] = None,
     eval_crop: opt.EvalCrop = None,
     as_json: opt.Json = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
@@ -51,8 +55,8 @@ def predict_command(
     network, labels = load_trained(model)
     rows, skipped = predict_files(network, image_files(images), _labels(network, labels,
                                                                           labels_file),
-                                  top_k=top_k, batch_size=batch or 32,
-                                  eval_crop=eval_crop or "resize")
+                                  top_k=top_k, batch_size=batch or BATCH_SIZE,
+                                  eval_crop=eval_crop or DataConfig.eval_crop)
     if skipped:
         error_console.print(f"[yellow]warning: skipped {len(skipped)} unreadable file(s): "
                             + ", ".join(path for path, _ in skipped) + "[/]")

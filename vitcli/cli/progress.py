@@ -53,15 +53,17 @@ class TrainingProgress:
         return self.bar.__exit__(*exc_info)
 
     def on_start(self, info: dict) -> None:
+        from rich.markup import escape
+
         for line in info["loaded"]:
-            self.console.print(f"  {line}")
+            self.console.print(f"  {escape(line)}", soft_wrap=True)
         self.console.print(
-            f"  {info['train_examples']} training images, {info['classes']} classes, "
-            f"{info['image_size']} px; run directory {info['run_dir']}")
-        self.console.print(
-            f"  {info['strategy']}, {info['precision']}: global batch {info['global_batch']} = "
-            f"{info['replicas']} replica(s) x {info['accum_steps']} micro-batch(es) x "
-            f"{info['per_replica_batch']}; the learning rate applies to the global batch as given")
+            f"  {info['train_examples']:,} training images, {info['data']['classes']} classes, "
+            f"{info['image_size']} px; {info['strategy']}, {info['precision']}; "
+            f"run directory {escape(info['run_dir'])}", soft_wrap=True)
+        for line in info["plan"]:
+            style = "yellow" if line.startswith("warning") else "default"
+            self.console.print(f"  [{style}]{escape(line)}[/]", soft_wrap=True)
         if info["start_step"]:
             self.console.print(f"  resuming at step {info['start_step']}")
         self.task = self.bar.add_task("training", total=info["total_steps"],

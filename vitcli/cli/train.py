@@ -1,106 +1,225 @@
 """`vitcli finetune` and `vitcli pretrain`: one module, two recipes (REFERENCE section 6).
 
-The invoked name picks the defaults (config.FINETUNE_DEFAULTS or PRETRAIN_DEFAULTS);
-everything else is the same machinery.
+The command picks the defaults (config.train_defaults); everything else is the same
+machinery. `make_train_command` builds each command's function from one option list, so
+that each command's help shows its own recipe's defaults.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: typer reads the options from the
+# annotations, and those written inside make_train_command use its local recipe, so they
+# must be evaluated where they stand (a string annotation would be looked up in globals).
 
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from vitcli._environment import import_tensorflow_quietly
 from vitcli.cli import options as opt
 from vitcli.cli.console import console, reports_errors
+from vitcli.cli.options import switch_default, with_default
 from vitcli.cli.progress import TrainingProgress
+from vitcli.config import (
+    OPTIMIZERS,
+    DataConfig,
+    RunConfig,
+    TrainConfig,
+    resolve_run_config,
+    train_defaults,
+)
 
 T = opt.TRAINING
+OPTIMIZER_CHOICES = f"{', '.join(OPTIMIZERS[:-1])} or {OPTIMIZERS[-1]}."
+SCALINGS = {"linear": "scaled linearly to --batch",
+            "sqrt": "scaled to --batch by the square root"}
 
 
-@reports_errors
-def train_command(
-    context: typer.Context,
-    data: opt.Data = None,
-    model: Annotated[str | None, typer.Option(
-        "--model", help="Variant, e.g. vit-b16 (see `vitcli models`).",
-        rich_help_panel=opt.MODEL)] = None,
-    weights: Annotated[str | None, typer.Option(
-        "--weights", help=".npz, .keras, run directory, URL or a name from "
-        "`vitcli weights list`.", rich_help_panel=opt.MODEL)] = None,
-    res: opt.Resolution = None,
-    dropout: Annotated[float | None, typer.Option("--dropout", rich_help_panel=opt.MODEL)] = None,
-    objective: Annotated[str | None, typer.Option(
-        "--objective", help="classification, or mpp: self-supervised masked patch prediction "
-        "(pretrain only).", rich_help_panel=T)] = None,
-    steps: Annotated[int | None, typer.Option("--steps", rich_help_panel=T)] = None,
-    epochs: Annotated[float | None, typer.Option(
-        "--epochs", help="Overrides --steps.", rich_help_panel=T)] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Base learning rate.",
-                                             rich_help_panel=T)] = None,
-    warmup: Annotated[int | None, typer.Option("--warmup", help="Warm-up steps.",
-                                               rich_help_panel=T)] = None,
-    batch: opt.Batch = None,
-    accum: Annotated[int | None, typer.Option(
-        "--accum", help="Gradient accumulation micro-batches per step.", rich_help_panel=T)] = None,
-    optimizer: Annotated[str | None, typer.Option("--optimizer", help="sgd or adamw.",
-                                                  rich_help_panel=T)] = None,
-    weight_decay: Annotated[float | None, typer.Option(
-        "--weight-decay", help="Decoupled, on kernels, times the current rate (adamw).",
-        rich_help_panel=T)] = None,
-    momentum_dtype: Annotated[str | None, typer.Option(
-        "--momentum-dtype", help="float32 (exact) or bfloat16 (the reference's memory "
-        "saving) for SGD's momentum / Adam's first moment.", rich_help_panel=T)] = None,
-    label_smoothing: Annotated[float | None, typer.Option("--label-smoothing",
-                                                          rich_help_panel=T)] = None,
-    ema: Annotated[float | None, typer.Option(
-        "--ema", help="Polyak averaging factor, e.g. 0.9999.", rich_help_panel=T)] = None,
-    seed: Annotated[int | None, typer.Option("--seed", rich_help_panel=T)] = None,
-    eval_every: Annotated[int | None, typer.Option("--eval-every", rich_help_panel=T)] = None,
-    checkpoint_every: Annotated[int | None, typer.Option("--checkpoint-every",
-                                                         rich_help_panel=T)] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory.")] = None,
-    recipe: Annotated[Path | None, typer.Option("--config", help="Recipe YAML file.")] = None,
-    strategy: opt.Strategy = None, tpu: opt.Tpu = None, precision: opt.Precision = None,
-    jit: opt.Jit = None,
-    resume: Annotated[bool | None, typer.Option(
-        "--resume", help="Continue the run in --out from its last checkpoint.")] = None,
-    data_dir: opt.DataDir = None, train_split: opt.TrainSplit = None,
-    val_split: opt.ValSplit = None, test_split: opt.TestSplit = None,
-    download: opt.Download = None, strict: opt.Strict = None, eval_crop: opt.EvalCrop = None,
-    train_crop: Annotated[str | None, typer.Option(
-        "--train-crop", help="inception (random crop + flip, the reference's), resize or center.",
-        rich_help_panel=opt.DATA)] = None,
-    randaugment: Annotated[bool | None, typer.Option("--randaugment/--no-randaugment",
-                                                     rich_help_panel=opt.DATA)] = None,
-    mixup: Annotated[float | None, typer.Option("--mixup", help="Mixup alpha (0 = off).",
-                                                rich_help_panel=opt.DATA)] = None,
-) -> None:
-    from vitcli.config import resolve_run_config
-    from vitcli.train.run import run_training
+def parse_accum(value: str) -> int | str:
+    """--accum: `auto` stays a word, a positive whole number becomes an int; anything else
+    is a usage error, reported before anything starts."""
+    if value == "auto":
+        return value
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    raise typer.BadParameter(f"use auto or a positive whole number, not {value!r}")
 
-    flags = {
-        "objective": objective, "model": model, "weights": weights, "image_size": res,
-        "dropout": dropout,
-        "out": str(out) if out else None, "resume": resume, "strategy": strategy, "tpu": tpu,
-        "precision": precision, "jit": jit,
-        "data": {"source": data, "data_dir": data_dir, "train_split": train_split,
-                 "val_split": val_split, "test_split": test_split, "download": download,
-                 "strict": strict, "eval_crop": eval_crop, "train_crop": train_crop,
-                 "randaugment": randaugment,
-                 "mixup": mixup},
-        "train": {"steps": steps, "epochs": epochs, "learning_rate": lr, "warmup_steps": warmup,
-                  "batch_size": batch, "accum_steps": accum, "optimizer": optimizer,
-                  "weight_decay": weight_decay, "momentum_dtype": momentum_dtype,
-                  "label_smoothing": label_smoothing,
-                  "ema_decay": ema, "seed": seed, "eval_every": eval_every,
-                  "checkpoint_every": checkpoint_every},
-    }
-    config = resolve_run_config(context.info_name, str(recipe) if recipe else None, flags)
+
+def rate_default(command: str, recipe: TrainConfig) -> str:
+    """The default learning rate in words: the recipe's rate at its reference batch and how
+    it follows --batch (vitcli.train.defaults.learning_rate_for), plus MPP's own rate."""
+    text = f"{recipe.base_learning_rate:g}"
+    if recipe.lr_scaling in SCALINGS:
+        text += f" at batch {recipe.reference_batch}, {SCALINGS[recipe.lr_scaling]}"
+    mpp = train_defaults(command, "mpp")
+    if mpp.base_learning_rate != recipe.base_learning_rate:
+        text += f"; {mpp.base_learning_rate:g} with --objective mpp"
+    return text
+
+
+def _fetch_start_weights(config) -> None:
+    """Downloads a named or URL checkpoint (fine-tuning's default one included) before
+    TensorFlow starts, so an offline machine says where to put the file within seconds."""
+    from vitcli.cli.progress import download_progress
+    from vitcli.train.defaults import fetch_start_weights
+
+    with download_progress("downloading weights") as progress:
+        fetch_start_weights(config, progress)
+
+
+def _run(command: str, recipe: Path | None, flags: dict, *, dry_run: bool,
+         as_json: bool) -> None:
+    """Checks every setting that needs no data (before TensorFlow's start-up), then plans
+    the run (--dry-run) or trains."""
+    if as_json and not dry_run:
+        raise typer.BadParameter("--json prints the plan of --dry-run: give both")
+    config = resolve_run_config(command, str(recipe) if recipe else None, flags)
     if not config.data.source:
         raise typer.BadParameter("give --data (or data.source in --config)")
+    _fetch_start_weights(config)
+    import_tensorflow_quietly()
+    if dry_run:
+        from vitcli.cli.plan import show_plan
+        from vitcli.train.run import plan_run
+
+        show_plan(plan_run(config), as_json=as_json)
+        return
+    from vitcli.train.run import run_training
+
     with TrainingProgress(console) as progress:
         run_training(config, progress)
+
+
+def make_train_command(command: str):
+    """The function of `vitcli COMMAND` (finetune or pretrain). Built per command because
+    typer takes each option's help from the signature, and the defaults it shows are
+    COMMAND's recipe; the signature's own defaults stay None ('not given')."""
+    recipe = train_defaults(command, RunConfig.objective)
+    finetune = command == "finetune"
+
+    @reports_errors(tensorflow=False)  # _run checks the flags first, then starts TensorFlow
+    def train_command(
+        data: opt.Data = None,
+        model: Annotated[str | None, typer.Option(
+            "--model", help=with_default("Variant, e.g. vit-b16 (see `vitcli models`).",
+                                         "read from --weights"), rich_help_panel=opt.MODEL)] = None,
+        weights: Annotated[str | None, typer.Option(
+            "--weights", help=with_default(
+                ".npz, .keras, run directory, URL or a name from `vitcli weights list`.",
+                "the variant's published checkpoint" if finetune else "none (random weights)"),
+            rich_help_panel=opt.MODEL)] = None,
+        from_scratch: Annotated[bool, typer.Option(
+            "--from-scratch", help="Start from random weights instead of the variant's "
+            "published checkpoint (finetune).", rich_help_panel=opt.MODEL)] = False,
+        res: opt.Resolution = None,
+        dropout: Annotated[float | None, typer.Option(
+            "--dropout", help=with_default("Dropout rate.", "0" if finetune else "the variant's"),
+            rich_help_panel=opt.MODEL)] = None,
+        objective: Annotated[str | None, typer.Option(
+            "--objective", help=with_default(
+                "classification, or mpp: self-supervised masked patch prediction (pretrain "
+                "only).", RunConfig.objective), rich_help_panel=T)] = None,
+        steps: Annotated[int | None, typer.Option(
+            "--steps", help=with_default("Optimizer steps.", "a length from the training "
+                                         "set's size, see README"), rich_help_panel=T)] = None,
+        epochs: Annotated[float | None, typer.Option(
+            "--epochs", help="Passes over the training set; overrides --steps.",
+            rich_help_panel=T)] = None,
+        lr: Annotated[float | None, typer.Option(
+            "--lr", help=with_default("Peak learning rate.", rate_default(command, recipe)),
+            rich_help_panel=T)] = None,
+        warmup: Annotated[int | None, typer.Option(
+            "--warmup", help=with_default(
+                "Warm-up steps.", f"{recipe.default_warmup}, at most a tenth of the run"),
+            rich_help_panel=T)] = None,
+        batch: opt.batch_option(recipe.batch_size) = None,
+        accum: Annotated[str | None, typer.Option(  # parse_accum: "auto" or an int
+            "--accum", parser=parse_accum, metavar="auto|N", help=with_default(
+                "Micro-batches per step: N, or auto (the fewest that fit the device's "
+                "memory).", recipe.accum_steps), rich_help_panel=T)] = None,
+        optimizer: Annotated[str | None, typer.Option(
+            "--optimizer", help=with_default(OPTIMIZER_CHOICES, recipe.optimizer),
+            rich_help_panel=T)] = None,
+        weight_decay: Annotated[float | None, typer.Option(
+            "--weight-decay", help=with_default(
+                "Decoupled, on kernels, times the current rate (adamw).", recipe.weight_decay),
+            rich_help_panel=T)] = None,
+        momentum_dtype: Annotated[str | None, typer.Option(
+            "--momentum-dtype", help=with_default(
+                "float32 (exact) or bfloat16 (the reference's memory saving) for SGD's "
+                "momentum / Adam's first moment.", recipe.momentum_dtype),
+            rich_help_panel=T)] = None,
+        label_smoothing: Annotated[float | None, typer.Option(
+            "--label-smoothing", help=with_default("Label smoothing.", recipe.label_smoothing),
+            rich_help_panel=T)] = None,
+        ema: Annotated[float | None, typer.Option(
+            "--ema", help=with_default("Polyak averaging factor, e.g. 0.9999.",
+                                       recipe.ema_decay or "off"), rich_help_panel=T)] = None,
+        seed: Annotated[int | None, typer.Option(
+            "--seed", help=with_default("Random seed.", recipe.seed), rich_help_panel=T)] = None,
+        log_every: Annotated[int | None, typer.Option(
+            "--log-every", help=with_default("Steps between metric lines.", recipe.log_every),
+            rich_help_panel=T)] = None,
+        eval_every: Annotated[int | None, typer.Option(
+            "--eval-every", help=with_default("Steps between validations.", recipe.eval_every),
+            rich_help_panel=T)] = None,
+        checkpoint_every: Annotated[int | None, typer.Option(
+            "--checkpoint-every", help=with_default("Steps between checkpoints.",
+                                                    recipe.checkpoint_every),
+            rich_help_panel=T)] = None,
+        out: Annotated[Path | None, typer.Option(
+            "--out", "-o", help=with_default("Run directory.", f"runs/<data>-{command}"))] = None,
+        recipe_file: Annotated[Path | None, typer.Option(
+            "--config", help="Recipe YAML file (flags override it).")] = None,
+        resume: Annotated[bool | None, typer.Option(
+            "--resume", help="Continue the run in --out from its last checkpoint.")] = None,
+        dry_run: Annotated[bool, typer.Option(
+            "--dry-run", help="Resolve and print the run plan (data counts, weights, model, "
+            "length, schedule, batch plan, memory) without training.")] = False,
+        as_json: Annotated[bool, typer.Option(
+            "--json", help="Print the --dry-run plan as one JSON object.")] = False,
+        strategy: opt.Strategy = None, tpu: opt.Tpu = None, precision: opt.Precision = None,
+        jit: opt.Jit = None,
+        remat: Annotated[bool | None, typer.Option(
+            "--remat/--no-remat", help=with_default(
+                "Recompute activations in the backward pass: less memory, more compute.",
+                switch_default("remat", RunConfig.remat)), rich_help_panel=opt.SCALE)] = None,
+        data_dir: opt.DataDir = None, train_split: opt.TrainSplit = None,
+        val_split: opt.ValSplit = None, test_split: opt.TestSplit = None,
+        download: opt.Download = None, strict: opt.Strict = None, eval_crop: opt.EvalCrop = None,
+        train_crop: Annotated[str | None, typer.Option(
+            "--train-crop", help=with_default(
+                "auto (inception, but resize for images smaller than --res), inception "
+                "(random crop + flip, the reference's), resize or center.",
+                DataConfig.train_crop), rich_help_panel=opt.DATA)] = None,
+        randaugment: Annotated[bool | None, typer.Option(
+            "--randaugment/--no-randaugment", help=with_default(
+                "RandAugment (Keras' layer).",
+                switch_default("randaugment", DataConfig.randaugment)),
+            rich_help_panel=opt.DATA)] = None,
+        mixup: Annotated[float | None, typer.Option(
+            "--mixup", help=with_default("Mixup alpha (0 = off).", DataConfig.mixup),
+            rich_help_panel=opt.DATA)] = None,
+    ) -> None:
+        flags = {
+            "objective": objective, "model": model, "weights": weights,
+            "from_scratch": from_scratch or None, "image_size": res, "dropout": dropout,
+            "out": str(out) if out else None, "resume": resume, "strategy": strategy,
+            "tpu": tpu, "precision": precision, "jit": jit, "remat": remat,
+            "data": {"source": data, "data_dir": data_dir, "train_split": train_split,
+                     "val_split": val_split, "test_split": test_split, "download": download,
+                     "strict": strict, "eval_crop": eval_crop, "train_crop": train_crop,
+                     "randaugment": randaugment, "mixup": mixup},
+            "train": {"steps": steps, "epochs": epochs, "learning_rate": lr,
+                      "warmup_steps": warmup, "batch_size": batch, "accum_steps": accum,
+                      "optimizer": optimizer, "weight_decay": weight_decay,
+                      "momentum_dtype": momentum_dtype, "label_smoothing": label_smoothing,
+                      "ema_decay": ema, "seed": seed, "log_every": log_every,
+                      "eval_every": eval_every, "checkpoint_every": checkpoint_every},
+        }
+        _run(command, recipe_file, flags, dry_run=dry_run, as_json=as_json)
+
+    train_command.__name__ = train_command.__qualname__ = f"{command}_command"
+    return train_command
 
 
 FINETUNE_HELP = """Fine-tune a ViT on your data (SGD, warm-up + cosine, clip 1.0, new zero head).
@@ -110,6 +229,8 @@ Examples:
   vitcli finetune --weights vit-b16-i21k --data ./flowers --res 384 --steps 500 --lr 0.003
 
   vitcli finetune --config examples/recipes/cifar10.yaml --weights ViT-B_16.npz
+
+  vitcli finetune --model vit-b16 --data ./flowers --dry-run
 
   vitcli finetune --out runs/flowers --resume --data ./flowers
 """

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from vitcli.cli.console import console, print_json, reports_errors
+from vitcli.cli.options import with_default
 from vitcli.cli.progress import download_progress
 
 app = typer.Typer(help="Inspect, convert and download ViT checkpoints (.npz).",
@@ -60,10 +61,10 @@ def info(
 def convert(
     file: Annotated[Path, typer.Argument(help="An .npz or .keras checkpoint.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .keras or .npz file.")],
-    res: Annotated[int | None, typer.Option("--res", help="New image size (resizes the "
-                                            "position embeddings).")] = None,
-    num_classes: Annotated[int | None, typer.Option("--num-classes", help="New zero-initialised "
-                                                    "head; drops pre-logits.")] = None,
+    res: Annotated[int | None, typer.Option("--res", help=with_default(
+        "New image size (resizes the position embeddings).", "the checkpoint's"))] = None,
+    num_classes: Annotated[int | None, typer.Option("--num-classes", help=with_default(
+        "New zero-initialised head; drops pre-logits.", "the checkpoint's head"))] = None,
 ) -> None:
     """Convert a checkpoint to a .keras model (or back to .npz), optionally re-sized.
 
@@ -86,7 +87,7 @@ def convert(
 
 
 @app.command("list")
-@reports_errors
+@reports_errors(tensorflow=False)  # a table of names: no TensorFlow
 def list_pretrained(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -109,7 +110,7 @@ def list_pretrained(
 
 
 @app.command("download")
-@reports_errors
+@reports_errors(tensorflow=False)  # plain HTTP into the cache: no TensorFlow
 def download(
     name: Annotated[str, typer.Argument(help="A name from `vitcli weights list`, or a URL.")],
 ) -> None:

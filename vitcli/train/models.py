@@ -60,8 +60,8 @@ def _from_scratch(config: RunConfig, num_classes: int,
         else (row.dropout if pretraining else 0.0),
     }
     model = build_vit(decode_variant(config.model, **overrides), dtype=dtype)
-    note = [] if pretraining else ["warning: no --weights given: fine-tuning from scratch"]
-    return model, [*note, f"new {config.model} ({model.count_params():,} parameters)"]
+    start = "random initialisation" + ("" if pretraining else " (--from-scratch)")
+    return model, [f"new {config.model} ({model.count_params():,} parameters), {start}"]
 
 
 def model_for_run(config: RunConfig, num_classes: int,

@@ -1,9 +1,16 @@
 """Builds a training job from a `RunConfig` and runs it: the library side of
-`vitcli finetune` and `vitcli pretrain`."""
+`vitcli finetune` and `vitcli pretrain`.
+
+`prepare_run` resolves everything a run needs (start weights, data and its counts, the
+derived length, warm-up, learning rate and crop, the model, the batch plan) and says how;
+`plan_run` reports that without training (`--dry-run`); `run_training` trains.
+"""
 
 from __future__ import annotations
 
-import math
+import dataclasses
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -12,7 +19,8 @@ import tensorflow as tf
 from vitcli.config import RunConfig
 from vitcli.data.pipeline import train_dataset
 from vitcli.data.sources import DataSource, open_source
-from vitcli.errors import VitcliError
+from vitcli.train import defaults
+from vitcli.train.batching import BatchPlan, plan_batch
 from vitcli.train.callbacks import TrainingCallbacks
 from vitcli.train.loop import TrainingJob, ensure_built, run_loop
 from vitcli.train.models import model_for_run, objective_for_run
@@ -37,35 +45,131 @@ def default_run_directory(config: RunConfig) -> Path:
     return Path("runs") / f"{name or 'run'}-{config.command}"
 
 
-def total_steps(config: RunConfig, num_train: int) -> int:
+@dataclass
+class PreparedRun:
+    """A run with every derived setting decided, its model built and its data opened."""
+
+    config: RunConfig  # derived settings filled in: this is what config.yaml records
+    strategy: tf.distribute.Strategy
+    source: DataSource
+    precision: str
+    model: keras.Model  # the classifier that is saved
+    trained: keras.Model  # what the optimizer trains (the classifier, or the MPP predictor)
+    batch_loss: object
+    batch: BatchPlan
+    load_lines: list[str]
+    plan_lines: list[str] = field(default_factory=list)  # each decision and why
+
+    @property
+    def image_size(self) -> int:
+        return int(self.model.input_shape[1])
+
+
+def _derive_schedule(config: RunConfig, num_train: int) -> tuple[RunConfig, list[str]]:
+    """Fills in the run length, learning rate and warm-up; returns the lines saying how."""
     train = config.train
-    if train.epochs is not None:
-        return max(1, math.ceil(train.epochs * num_train / train.batch_size))
-    if train.steps is None:
-        raise VitcliError("no training length given", hint="pass --steps N or --epochs N")
-    return train.steps
+    steps, length_line = defaults.run_length(config.command, train, num_train)
+    rate, rate_line = defaults.learning_rate_for(train)
+    warmup, warmup_note = defaults.warmup_for(train, steps)
+    train = dataclasses.replace(train, steps=steps, learning_rate=rate, warmup_steps=warmup)
+    lines = [f"length: {length_line}", f"learning rate: {rate_line}",
+             f"schedule: {train.optimizer}, {warmup:,} warm-up steps, then {train.schedule} "
+             "decay to zero"]
+    if warmup_note:
+        lines.append(warmup_note)
+    return dataclasses.replace(config, train=train), lines
 
 
-def _check_batch(config: RunConfig, replicas: int) -> int:
-    """The per-replica micro-batch: global batch / accumulation steps / replicas."""
-    train = config.train
-    micro, remainder = divmod(train.batch_size, train.accum_steps * replicas)
-    if remainder or micro < 1:
-        raise VitcliError(f"--batch {train.batch_size} is not divisible by --accum "
-                          f"{train.accum_steps} x {replicas} replicas")
-    return micro
+def _derive_crop(config: RunConfig, source: DataSource):
+    from vitcli.data.stats import median_side
+
+    side = median_side(source.split("train")) if config.data.train_crop == "auto" else None
+    crop, why = defaults.train_crop_for(config.data.train_crop, side)
+    extras = [name for name, on in (("RandAugment", config.data.randaugment),
+                                    (f"MixUp {config.data.mixup:g}", config.data.mixup > 0))
+              if on]
+    line = f"augmentation: {why}" + "".join(f", {extra}" for extra in extras)
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, train_crop=crop)), line
 
 
-def _distributed_iterator(strategy, source: DataSource, config: RunConfig, image_size: int,
-                          start_step: int):
-    micro_batch = _check_batch(config, strategy.num_replicas_in_sync)
+def _open_data(config: RunConfig, callbacks: TrainingCallbacks) -> DataSource:
+    source = open_source(config.data)
+    if source.skipped:
+        listing = "".join(f"\n    {path} ({reason})" for path, reason in source.skipped)
+        callbacks.on_message(f"warning: skipped {len(source.skipped)} unreadable "
+                             f"file(s):{listing}")
+    return source
+
+
+def prepare_run(config: RunConfig, callbacks: TrainingCallbacks | None = None) -> PreparedRun:
+    """Decides every setting the user left to vitcli, opens the data and builds the model."""
+    callbacks = callbacks or TrainingCallbacks()
+    config, weights_line = defaults.start_weights(config)
+    strategy = make_strategy(config.strategy, config.tpu)
+    source = _open_data(config, callbacks)
+    config, schedule_lines = _derive_schedule(config, source.split("train").num_examples)
+    precision = resolve_precision(config.precision, device_kind(strategy))
+    keras.utils.set_random_seed(config.train.seed)
+    from vitcli.train.memory import remat_scope
+
+    with strategy.scope(), remat_scope(config.remat):
+        model, load_lines = model_for_run(config, source.num_classes, dtype=dtype_policy(precision))
+        # `trained` is `model`, or with --objective mpp the predictor built on its layers.
+        trained, batch_loss = objective_for_run(model, config)
+    config, crop_line = _derive_crop(config, source)
+    batch = plan_batch(config, model, strategy, precision, device_kind(strategy))
+    config = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, accum_steps=batch.accum_steps))
+    lines = [*([weights_line] if weights_line else []), *schedule_lines, crop_line,
+             f"batch: {batch.describe()}"]
+    return PreparedRun(config=config, strategy=strategy, source=source, precision=precision,
+                       model=model, trained=trained, batch_loss=batch_loss, batch=batch,
+                       load_lines=load_lines, plan_lines=lines)
+
+
+def describe_run(run: PreparedRun) -> dict:
+    """The plan as plain data: what `--dry-run` prints and every run shows at its start."""
+    config, source = run.config, run.source
+    from vitcli.weights.checkpoint import config_from_model
+
+    model_config = config_from_model(run.model)
+    return {
+        "command": config.command,
+        "data": {"source": config.data.source, "classes": source.num_classes,
+                 **{f"{name}_examples": split.num_examples
+                    for name, split in source.splits.items()}},
+        "model": {**model_config.to_dict(), "grid_size": model_config.grid_size,
+                  "tokens": model_config.num_tokens,
+                  "parameters": int(run.model.count_params())},
+        "loaded": run.load_lines,
+        "steps": config.train.steps, "epochs": round(
+            config.train.steps * config.train.batch_size
+            / source.split("train").num_examples, 3),
+        "warmup_steps": config.train.warmup_steps,
+        "learning_rate": config.train.learning_rate,
+        "optimizer": config.train.optimizer, "schedule": config.train.schedule,
+        "train_crop": config.data.train_crop, "randaugment": config.data.randaugment,
+        "mixup": config.data.mixup, "precision": run.precision,
+        "strategy": resolve_name(config.strategy, config.tpu),
+        "batch_plan": run.batch.to_dict(), "plan": run.plan_lines,
+        "run_dir": str(config.out or default_run_directory(config)),
+    }
+
+
+def plan_run(config: RunConfig, callbacks: TrainingCallbacks | None = None) -> dict:
+    """Resolves the run (`--dry-run`) and returns its plan without writing or training."""
+    return describe_run(prepare_run(config, callbacks))
+
+
+def _distributed_iterator(run: PreparedRun, start_step: int):
+    config, strategy = run.config, run.strategy
     consumed = start_step * config.train.batch_size
 
     def dataset_for(context: tf.distribute.InputContext):
         return train_dataset(
-            source.split("train"), config.data, image_size=image_size, batch_size=micro_batch,
-            num_classes=len(source.class_names), seed=config.train.seed,
-            start_example=consumed, input_context=context,
+            run.source.split("train"), config.data, image_size=run.image_size,
+            batch_size=run.batch.micro_batch, num_classes=run.source.num_classes,
+            seed=config.train.seed, start_example=consumed, input_context=context,
         )
 
     return iter(strategy.distribute_datasets_from_function(dataset_for))
@@ -73,69 +177,57 @@ def _distributed_iterator(strategy, source: DataSource, config: RunConfig, image
 
 def _save_worker_copy(model) -> Path:
     """Non-chief workers keep their final model in a temporary folder, never the run's."""
-    import tempfile
-
     return RunDirectory(tempfile.mkdtemp(prefix="vitcli-worker-")).save_model(model)
+
+
+def _job(run: PreparedRun, run_dir: RunDirectory, optimizer, start_step: int) -> TrainingJob:
+    config, train = run.config, run.config.train
+    num_train = run.source.split("train").num_examples
+    return TrainingJob(
+        model=run.trained, optimizer=optimizer, total_steps=train.steps,
+        train_step=make_train_step(
+            run.trained, optimizer, run.strategy, global_batch=train.batch_size,
+            accum_steps=train.accum_steps, grad_clip_norm=train.grad_clip_norm,
+            label_smoothing=train.label_smoothing, jit=config.jit, batch_loss=run.batch_loss),
+        iterator=_distributed_iterator(run, start_step),
+        steps_per_epoch=num_train / train.batch_size, global_batch=train.batch_size,
+        train=train, run_dir=run_dir, schedule=make_schedule(train, train.steps),
+        validate=make_validator(run.trained, run.source, config, run.image_size,
+                                batch_size=run.batch.eval_batch),
+        is_chief=is_chief(run.strategy),
+    )
 
 
 def run_training(config: RunConfig, callbacks: TrainingCallbacks | None = None) -> dict:
     """Trains (or resumes) the run of `config`; returns a summary dict."""
     callbacks = callbacks or TrainingCallbacks()
-    strategy = make_strategy(config.strategy, config.tpu)
-    chief = is_chief(strategy)
-    source = open_source(config.data)
-    if source.skipped:
-        listing = "".join(f"\n    {path} ({reason})" for path, reason in source.skipped)
-        callbacks.on_message(f"warning: skipped {len(source.skipped)} unreadable "
-                             f"file(s):{listing}")
+    run = prepare_run(config, callbacks)
+    config, chief = run.config, is_chief(run.strategy)
     run_dir = RunDirectory(config.out or default_run_directory(config))
     if chief:  # other workers only read the chief's checkpoints (shared storage)
-        run_dir.prepare(config, source.class_names)
-    keras.utils.set_random_seed(config.train.seed)
-    precision = resolve_precision(config.precision, device_kind(strategy))
-    steps = total_steps(config, source.split("train").num_examples)
-    with strategy.scope():
-        model, load_lines = model_for_run(config, len(source.class_names),
-                                          dtype=dtype_policy(precision))
-        # `trained` is `model`, or with --objective mpp the predictor built on its layers.
-        trained, batch_loss = objective_for_run(model, config)
-        optimizer = wrap_optimizer(make_optimizer(config.train, steps), precision)
-        ensure_built(optimizer, trained)
+        run_dir.prepare(config, run.source.class_names)
+    with run.strategy.scope():
+        optimizer = wrap_optimizer(make_optimizer(config.train, config.train.steps),
+                                   run.precision)
+        ensure_built(optimizer, run.trained)
     start_step, best = 0, None
     if config.resume and has_state(run_dir.checkpoints):
-        extra = restore_state(run_dir.checkpoints, trained, optimizer)
+        extra = restore_state(run_dir.checkpoints, run.trained, optimizer)
         start_step, best = extra["step"], extra.get("best_val_top1")
         if chief:
             truncate_metrics(run_dir.path, start_step)
-    image_size = model.input_shape[1]
-    job = TrainingJob(
-        model=trained, optimizer=optimizer, total_steps=steps,
-        train_step=make_train_step(
-            trained, optimizer, strategy, global_batch=config.train.batch_size,
-            accum_steps=config.train.accum_steps, grad_clip_norm=config.train.grad_clip_norm,
-            label_smoothing=config.train.label_smoothing, jit=config.jit,
-            batch_loss=batch_loss),
-        iterator=_distributed_iterator(strategy, source, config, image_size, start_step),
-        steps_per_epoch=source.split("train").num_examples / config.train.batch_size,
-        global_batch=config.train.batch_size, train=config.train, run_dir=run_dir,
-        schedule=make_schedule(config.train, steps),
-        validate=make_validator(trained, source, config, image_size), is_chief=chief,
-    )
+    job = _job(run, run_dir, optimizer, start_step)
     job.train_step.steps_done.assign(start_step)
-    callbacks.on_start({"run_dir": str(run_dir.path), "total_steps": steps,
-                        "start_step": start_step, "global_batch": config.train.batch_size,
-                        "replicas": strategy.num_replicas_in_sync, "image_size": image_size,
+    callbacks.on_start({**describe_run(run), "run_dir": str(run_dir.path),
+                        "total_steps": config.train.steps, "start_step": start_step,
                         "strategy": f"{resolve_name(config.strategy, config.tpu)} strategy",
-                        "precision": precision,
-                        "per_replica_batch": config.train.batch_size // (
-                            config.train.accum_steps * strategy.num_replicas_in_sync),
-                        "accum_steps": config.train.accum_steps,
-                        "classes": len(source.class_names), "loaded": load_lines,
-                        "train_examples": source.split("train").num_examples})
+                        "train_examples": run.source.split("train").num_examples,
+                        "image_size": run.image_size})
     summary = run_loop(job, start_step, callbacks, best)
     if config.train.ema_decay is not None:
-        base_optimizer(optimizer).finalize_variable_values(trained.trainable_variables)
-    summary["model"] = str(run_dir.save_model(trained) if chief else _save_worker_copy(trained))
+        base_optimizer(optimizer).finalize_variable_values(run.trained.trainable_variables)
+    summary["model"] = str(run_dir.save_model(run.trained) if chief
+                           else _save_worker_copy(run.trained))
     summary["run_dir"] = str(run_dir.path)
     callbacks.on_end(summary)
     return summary

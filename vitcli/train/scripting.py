@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from vitcli.config import TrainConfig, check_train_config, train_defaults
 from vitcli.errors import VitcliError
+from vitcli.train.defaults import learning_rate_for, warmup_for
 from vitcli.train.loop import ensure_built
 from vitcli.train.optim import make_optimizer
 from vitcli.train.step import make_train_step
@@ -22,7 +23,7 @@ from vitcli.train.step import make_train_step
 RECIPES = ("finetune", "pretrain")
 # Settings of TrainConfig that describe a whole run rather than its step.
 _RUN_ONLY = {"steps", "epochs", "batch_size", "seed", "log_every", "eval_every",
-             "checkpoint_every", "ema_decay"}
+             "checkpoint_every", "ema_decay", "default_warmup"}
 
 
 def step_config(recipe: str, settings: dict) -> TrainConfig:
@@ -34,9 +35,20 @@ def step_config(recipe: str, settings: dict) -> TrainConfig:
     if unknown:
         raise VitcliError(f"unknown training setting(s) {', '.join(unknown)}",
                           hint=f"known: {', '.join(sorted(known))}")
+    # A script's batches are already in memory: accumulate only when asked to.
+    settings = {"accum_steps": 1, **settings}
     config = dataclasses.replace(train_defaults(recipe, "classification"), **settings)
     check_train_config(config)
     return config
+
+
+def _derived(config: TrainConfig, batch_size: int, total_steps: int) -> TrainConfig:
+    """The learning rate and warm-up a run of this batch and length gets by default, as on
+    the command line (vitcli.train.defaults)."""
+    config = dataclasses.replace(config, batch_size=batch_size, steps=total_steps)
+    rate, _ = learning_rate_for(config)
+    warmup, _ = warmup_for(config, total_steps)
+    return dataclasses.replace(config, learning_rate=rate, warmup_steps=warmup)
 
 
 def _as_arrays(batches: Iterable, num_classes: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -91,7 +103,9 @@ def train_steps(model, batches: Iterable, *, recipe: str = "finetune",
     "pretrain" (Adam with decoupled weight decay 0.1, linear decay); `settings` override
     them by `TrainConfig` name, e.g. `learning_rate`, `warmup_steps`, `schedule`,
     `accum_steps`, `momentum_dtype`, `grad_clip_norm`, `weight_decay`, `label_smoothing`.
-    The schedule spans `total_steps` (default: the number of batches). Each loss is the
+    The schedule spans `total_steps` (default: the number of batches); without
+    `learning_rate` the recipe's rate is scaled to the batch size and without `warmup_steps`
+    the recipe's warm-up is capped at a tenth of the steps, as for the CLI. Each loss is the
     batch's mean cross-entropy before its update. A model built under a `strategy`'s scope
     is trained on all its replicas. A fresh optimizer is made on every call.
     """
@@ -100,6 +114,7 @@ def train_steps(model, batches: Iterable, *, recipe: str = "finetune",
     total_steps = len(arrays) if total_steps is None else total_steps
     if total_steps < 1:
         raise VitcliError(f"total_steps must be at least 1, got {total_steps}")
+    config = _derived(config, len(arrays[0][0]), total_steps)
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         optimizer = make_optimizer(config, total_steps)

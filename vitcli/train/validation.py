@@ -9,7 +9,8 @@ from vitcli.evaluate.inference import collect_logits
 from vitcli.evaluate.metrics import classification_metrics
 
 
-def make_validator(model, source: DataSource, config: RunConfig, image_size: int):
+def make_validator(model, source: DataSource, config: RunConfig, image_size: int,
+                   batch_size: int | None = None):
     """A callable returning {'val_top1', 'val_top5', 'val_loss'}, or None without a val split.
 
     For a masked-patch run (`model` a MaskedPatchTraining) these are its MPP metrics.
@@ -21,7 +22,7 @@ def make_validator(model, source: DataSource, config: RunConfig, image_size: int
     if "val" not in source.splits:
         return None
     dataset = eval_dataset(source.split("val"), config.data, image_size=image_size,
-                           batch_size=min(config.train.batch_size, 256))
+                           batch_size=batch_size or min(config.train.batch_size, 256))
 
     def validate() -> dict:
         logits, labels = collect_logits(model, dataset)

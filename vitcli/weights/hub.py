@@ -28,6 +28,7 @@ Progress = Callable[[int, int | None], None]
 BASE_URL = "https://storage.googleapis.com/vit_models/"
 LICENCE = "Apache-2.0"  # the google-research/vision_transformer repository publishes them under it
 CHUNK_BYTES = 1 << 20
+DNS_DEADLINE_SECONDS = 4.0
 LOCAL_FILE_HINT = "download it elsewhere and pass its path, e.g. --weights path/to/file.npz"
 
 
@@ -121,6 +122,20 @@ def _build_table() -> dict[str, Pretrained]:
 
 PRETRAINED: dict[str, Pretrained] = _build_table()
 
+# What `finetune --model VARIANT` starts from without --weights: the AugReg ImageNet-21k
+# file where one is published (better regularised, the upstream recommendation), else the
+# original ImageNet-21k one; variants without a published file have no entry.
+RECOMMENDED: dict[str, str] = {
+    **{variant: f"{variant}-i21k" for _, variant, _ in _ORIGINAL_I21K},
+    **{variant: f"{variant}-augreg" for variant, *_ in _AUGREG},
+}
+
+
+def recommended_checkpoint(variant: str) -> Pretrained | None:
+    """The published checkpoint fine-tuning starts from by default, or None."""
+    name = RECOMMENDED.get(variant.lower())
+    return PRETRAINED[name] if name else None
+
 
 def home_dir() -> Path:
     """vitcli's cache root: `$VITCLI_HOME` if set, else `~/.cache/vitcli`."""
@@ -139,6 +154,12 @@ def _part_path(dest: Path) -> Path:
 
 def _offline_error(url: str, reason: object) -> VitcliError:
     return VitcliError(f"could not download {url}: {reason}", hint=LOCAL_FILE_HINT)
+
+
+def _cannot_fetch(error: VitcliError, dest: Path) -> VitcliError:
+    """One line with everything an offline user needs: the URL, why, and where the file
+    goes (or how to pass a local one instead)."""
+    return VitcliError(f"{error.message}; put the file at {dest} or pass --weights FILE")
 
 
 def _connect_host(url: str) -> str | None:
@@ -295,9 +316,13 @@ def download(
     """
     dest = Path(dest)
     part = _part_path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    _check_resolves(url, timeout)
-    response, kept, total = _open_resumable(url, part, timeout)
+    try:
+        # A short DNS deadline: an offline machine should know within seconds.
+        _check_resolves(url, min(timeout, DNS_DEADLINE_SECONDS))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        response, kept, total = _open_resumable(url, part, timeout)
+    except VitcliError as error:
+        raise _cannot_fetch(error, dest) from None
     with response:
         _stream(response, part, kept, total, url, progress)
     if sha256:

@@ -1,0 +1,438 @@
+"""How much memory a training step takes, how much the device has, and the micro-batch that fits.
+
+`--accum auto` reaches the global batch with the largest per-replica micro-batch whose
+estimated peak fits the device, accumulating gradients over the rest. On a CPU an
+out-of-memory kills the process instead of raising, so the decision must come from an
+estimate made before the first step:
+
+    peak = fixed_training_bytes(...) + micro_batch * training_bytes_per_image(...)
+
+Both terms are formulas in the model config whose constants were fitted to the peak RSS
+measured on a 2-core CPU machine (benchmarks/memory_calibration.py and its .json); they are
+set so that the estimate is at or somewhat above every measurement, never below.
+
+Rematerialisation (`--remat`) keeps only each encoder block's (and ResNet stage's) input for
+the backward pass and recomputes the rest there: `remat_scope(True)` around the model's
+construction turns it on (see its docstring for why Keras' own RematScope cannot be used).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from vitcli.config import ModelConfig
+from vitcli.errors import VitcliError
+
+KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
+BUDGET_ENV = "VITCLI_MEMORY_BUDGET"
+DEFAULT_SAFETY = 0.8  # fraction of the budget a plan may use: the estimate is not exact
+
+# --- Per-image activation memory, in values (not bytes) per image. -------------------------
+# Fitted to measured peak RSS (benchmarks/memory_calibration.json); see the module docstring.
+# Per encoder block, kept for the backward pass: coefficients of T*D, T*M and H*T^2.
+BLOCK_LOW = (14.0, 8.0, 2.0)  # tensors in the compute dtype (16 bits under bf16/fp16)
+BLOCK_F32 = (10.0, 0.0, 3.0)  # tensors that stay float32: LayerNorm, softmax
+# The backward pass of one block holds its gradients besides what is kept: T*M and H*T^2.
+BACKWARD_F32 = (0.0, 6.0, 6.0)
+EMBED_VALUES_PER_TOKEN = 6.0  # x T*D: patch embedding, class token, position embedding
+PIXEL_COPIES = 8.0  # x H*W*3 float32: the input batch, its conversions and prefetched copies
+STEM_VALUES_PER_ACTIVATION = 8.0  # x each ResNet conv output: conv, GroupNorm, ReLU (float32)
+REMAT_KEPT_PER_BLOCK = 2.0  # x T*D values kept per block with remat: its input and output
+
+# --- Fixed memory: parameters, gradients, optimizer state, the framework itself. -----------
+# Gradient-sized float32 buffers alive during a step: the micro-batch's gradients, their
+# accumulated sum, and the clipped / divided copies handed to the optimizer.
+GRADIENT_COPIES = 3.0
+# The process's own footprint with a tiny model (TensorFlow, Keras, vitcli, the traced step),
+# measured as peak RSS on the CPU; on accelerators the runtime's workspace on the device.
+FRAMEWORK_BYTES = {"cpu": 1200 * MIB, "gpu": 1 * GIB, "tpu": 512 * MIB}
+
+# --- Device memory where it cannot be read. ------------------------------------------------
+# A TPU core's HBM (v3: 16 GiB per core, v4: 32 GiB per chip); v2 cores have 8 GiB and need
+# VITCLI_MEMORY_BUDGET=8GiB.
+TPU_CORE_BYTES = 16 * GIB
+# A GPU whose size neither nvidia-smi nor TensorFlow reports: a common small data-centre card
+# (T4, V100-16GB); a larger one is used fully by setting VITCLI_MEMORY_BUDGET.
+GPU_FALLBACK_BYTES = 16 * GIB
+_NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a huge number
+
+
+def _bytes_per_value(precision: str) -> int:
+    """Bytes of an activation in the compute dtype: 2 under bf16/fp16, else 4."""
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise VitcliError(f"unknown precision '{precision}'", hint="use fp32, bf16 or fp16")
+    return 2 if precision in ("bf16", "fp16") else 4
+
+
+def _dot(coefficients, sizes) -> float:
+    return sum(coefficient * size for coefficient, size in zip(coefficients, sizes, strict=True))
+
+
+def _block_sizes(config: ModelConfig) -> tuple[int, int, int]:
+    """(T*D, T*M, H*T^2): the sizes of an encoder block's activations per image."""
+    tokens = config.num_tokens
+    return (tokens * config.hidden_size, tokens * config.mlp_dim,
+            config.num_heads * tokens * tokens)
+
+
+def _stem_activations(config: ModelConfig) -> int:
+    """Values of every conv output of the ResNet stem for one image (0 without a stem)."""
+    if config.resnet is None:
+        return 0
+    width = 64 * config.resnet.width_factor
+    size = config.image_size // 2
+    total = size * size * width  # the root conv
+    size //= 2
+    total += size * size * width  # the max-pool
+    for stage, num_units in enumerate(config.resnet.layers):
+        features = width * 2**stage
+        for unit in range(num_units):
+            out_size = size // 2 if stage > 0 and unit == 0 else size
+            total += size * size * features + out_size * out_size * 5 * features
+            if unit == 0:
+                total += out_size * out_size * 4 * features  # the projected shortcut
+            size = out_size
+    return total
+
+
+def _block_bytes(config: ModelConfig, low: int) -> float:
+    """What one encoder block keeps for the backward pass, per image."""
+    sizes = _block_sizes(config)
+    return _dot(BLOCK_LOW, sizes) * low + _dot(BLOCK_F32, sizes) * 4
+
+
+def training_bytes_per_image(config: ModelConfig, precision: str = "fp32",
+                             remat: bool = False) -> int:
+    """The memory one more image in the micro-batch costs during a training step.
+
+    Activations kept for the backward pass (every encoder block's, or with `remat` only the
+    blocks' inputs plus one block recomputed at a time), the backward pass's transients,
+    the patch embedding, the ResNet stem's feature maps and the input pixels. Under
+    bf16/fp16 most tensors take 2 bytes, but LayerNorm and the attention softmax run in
+    float32 (vitcli.models.layers), so attention-heavy configs save less than half.
+    """
+    low = _bytes_per_value(precision)
+    sizes = _block_sizes(config)
+    block = _block_bytes(config, low)
+    if remat:
+        blocks = config.depth * REMAT_KEPT_PER_BLOCK * sizes[0] * low + block
+    else:
+        blocks = config.depth * block
+    transients = _dot(BACKWARD_F32, sizes) * 4
+    embedding = EMBED_VALUES_PER_TOKEN * sizes[0] * low
+    pixels = PIXEL_COPIES * config.image_size**2 * 3 * 4
+    stem = STEM_VALUES_PER_ACTIVATION * _stem_activations(config) * 4
+    return math.ceil(blocks + transients + embedding + pixels + stem)
+
+
+def parameter_count(config: ModelConfig) -> int:
+    from vitcli.models.cost import parameter_count as count
+
+    return count(config)
+
+
+def fixed_training_bytes(config: ModelConfig, optimizer: str = "sgd",
+                         momentum_dtype: str = "float32", accum: bool = True, *,
+                         ema: bool = False, device: str = "cpu") -> int:
+    """Memory a training step needs whatever the micro-batch: float32 parameters, gradient
+    buffers (GRADIENT_COPIES, one more to accumulate micro-batches), optimizer slots (SGD:
+    one momentum; Adam: two moments, the first in `momentum_dtype`), an EMA copy, and the
+    framework's own footprint on `device`."""
+    if optimizer not in ("sgd", "adam", "adamw"):
+        raise VitcliError(f"unknown optimizer '{optimizer}'", hint="use sgd or adamw")
+    first_moment = 2 if momentum_dtype == "bfloat16" else 4
+    slots = first_moment + (4 if optimizer in ("adam", "adamw") else 0)
+    per_parameter = 4 + 4 * (GRADIENT_COPIES + (1 if accum else 0)) + slots + (4 if ema else 0)
+    return math.ceil(parameter_count(config) * per_parameter + _framework_bytes(device))
+
+
+def _framework_bytes(device: str) -> int:
+    if device not in FRAMEWORK_BYTES:
+        raise VitcliError(f"unknown device '{device}'", hint="use cpu, gpu or tpu")
+    return FRAMEWORK_BYTES[device]
+
+
+# --- The budget. ----------------------------------------------------------------------------
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgt])(i?)b?|b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Bytes of a size such as "3GiB", "512MiB", "2G", "1.5GB" or "1000000".
+
+    Units with an i are binary (GiB = 2^30), without one decimal (G = GB = 10^9): "2G" is
+    read as the smaller number, because an over-estimated budget kills a CPU run.
+    """
+    match = _SIZE.match(str(text))
+    if not match:
+        raise VitcliError(f"{BUDGET_ENV}={text!r} is not a memory size",
+                          hint="give bytes or a size such as 512MiB, 3GiB or 2G")
+    number, unit, binary = match.groups()
+    power = " kmgt".index(unit.lower()) if unit else 0
+    size = int(float(number) * (1024 if binary else 1000) ** power)
+    if size <= 0:
+        raise VitcliError(f"{BUDGET_ENV}={text!r} must be more than zero bytes")
+    return size
+
+
+def budget_override() -> int | None:
+    """The budget set by VITCLI_MEMORY_BUDGET, or None when it is unset or empty."""
+    value = os.environ.get(BUDGET_ENV, "").strip()
+    return parse_size(value) if value else None
+
+
+def available_bytes(device: str) -> int:
+    """Memory a training process may occupy on `device` ("cpu", "gpu" or "tpu"), per replica.
+
+    VITCLI_MEMORY_BUDGET wins everywhere. CPU: what the kernel could still give (MemAvailable,
+    capped by a cgroup limit) plus what this process already holds, since the estimate
+    counts the whole process. GPU: the device's total memory (TensorFlow's allocator takes
+    it all); TPU: TPU_CORE_BYTES.
+    """
+    override = budget_override()
+    if override is not None:
+        return override
+    if device == "cpu":
+        return cpu_available_bytes()
+    if device == "gpu":
+        return gpu_total_bytes()
+    if device == "tpu":
+        return TPU_CORE_BYTES
+    raise VitcliError(f"unknown device '{device}'", hint="use cpu, gpu or tpu")
+
+
+def _read_fields(path: str | Path, unit: int = 1) -> dict[str, int]:
+    """`name value` (or `name: value kB`) lines of a /proc or cgroup file, as integers."""
+    fields = {}
+    with contextlib.suppress(OSError):
+        for line in Path(path).read_text().splitlines():
+            parts = line.replace(":", " ").split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                fields[parts[0]] = int(parts[1]) * unit
+    return fields
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # cgroup v2 writes "max" for no limit
+
+
+def _cgroup_dirs() -> list[Path]:
+    """This process's memory cgroup directories (v2 and v1), own group and mount root."""
+    root = Path("/sys/fs/cgroup")
+    dirs = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controllers == "":
+                dirs.append(root / path.lstrip("/"))
+            elif "memory" in controllers.split(","):
+                dirs.append(root / "memory" / path.lstrip("/"))
+    return [*dirs, root, root / "memory"]
+
+
+def cgroup_headroom() -> int | None:
+    """Bytes this cgroup may still allocate (limit - usage + reclaimable page cache), or None
+    without a memory limit. cgroup v2: memory.max / memory.current; v1: memory.limit_in_bytes
+    / memory.usage_in_bytes."""
+    headrooms = []
+    for directory in _cgroup_dirs():
+        for limit_name, usage_name, cache_name in (
+                ("memory.max", "memory.current", "inactive_file"),
+                ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")):
+            limit = _read_int(directory / limit_name)
+            usage = _read_int(directory / usage_name)
+            if limit is None or usage is None or limit >= _NO_LIMIT:
+                continue
+            cache = _read_fields(directory / "memory.stat").get(cache_name, 0)
+            headrooms.append(max(limit - usage + cache, 0))
+    return min(headrooms) if headrooms else None
+
+
+def cpu_available_bytes() -> int:
+    """MemAvailable (capped by the cgroup's headroom) plus this process's own anonymous RSS."""
+    meminfo = _read_fields("/proc/meminfo", KIB)
+    if "MemAvailable" not in meminfo:
+        raise VitcliError("cannot read MemAvailable from /proc/meminfo",
+                          hint=f"set {BUDGET_ENV}, e.g. {BUDGET_ENV}=8GiB")
+    free = meminfo["MemAvailable"]
+    headroom = cgroup_headroom()
+    if headroom is not None:
+        free = min(free, headroom)
+    return free + _read_fields("/proc/self/status", KIB).get("RssAnon", 0)
+
+
+def gpu_total_bytes() -> int:
+    """The smallest visible GPU's memory: TensorFlow's configured limit if one is set, else
+    nvidia-smi's total, else GPU_FALLBACK_BYTES."""
+    limit = _tf_gpu_memory_limit()
+    if limit is not None:
+        return limit
+    totals = _nvidia_smi_totals()
+    return min(totals) if totals else GPU_FALLBACK_BYTES
+
+
+def _tf_gpu_memory_limit() -> int | None:
+    """A `memory_limit` set with tf.config.set_logical_device_configuration, in bytes."""
+    import tensorflow as tf  # only here: the CPU paths must not wait for TensorFlow
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return None
+    logical = tf.config.get_logical_device_configuration(gpus[0]) or []
+    limits = [config.memory_limit for config in logical if config.memory_limit]
+    return min(limits) * MIB if limits else None
+
+
+def _nvidia_smi_totals() -> list[int]:
+    """Total memory of each GPU nvidia-smi lists (of CUDA_VISIBLE_DEVICES when set)."""
+    command = ["nvidia-smi", "--query-gpu=index,memory.total", "--format=csv,noheader,nounits"]
+    try:
+        output = subprocess.run(command, capture_output=True, text=True, timeout=20,
+                                check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    wanted = set(visible.split(",")) if visible else None
+    totals = []
+    for line in output.splitlines():
+        index, _, total = (part.strip() for part in line.partition(","))
+        if total.isdigit() and (wanted is None or index in wanted):
+            totals.append(int(total) * MIB)
+    return totals
+
+
+# --- The plan. ------------------------------------------------------------------------------
+def _gib(size: float) -> str:
+    return f"{size / GIB:.2f} GiB"
+
+
+def plan_micro_batch(global_batch: int, replicas: int, per_image: int, fixed: int,
+                     budget: int, safety: float = DEFAULT_SAFETY) -> tuple[int, int]:
+    """(micro_batch, accum_steps): the largest divisor of global_batch / replicas whose
+    estimate fixed + micro_batch * per_image fits safety * budget, and the number of
+    micro-batches that make up the global batch."""
+    per_replica, remainder = divmod(global_batch, replicas)
+    if remainder or per_replica < 1:
+        raise VitcliError(f"global batch {global_batch} is not divisible by {replicas} "
+                          f"replicas", hint=f"use a multiple of {replicas}")
+    usable = safety * budget - fixed
+    fitting = [size for size in _divisors(per_replica) if size * per_image <= usable]
+    if not fitting:
+        raise VitcliError(
+            f"a training step does not fit in memory even one image at a time: estimated "
+            f"{_gib(fixed)} fixed + {_gib(per_image)} per image, against {safety:.0%} of "
+            f"{_gib(budget)} available",
+            hint=f"use a smaller --res, --remat, --precision bf16 or a smaller --model; if "
+            f"the estimate is too pessimistic, set {BUDGET_ENV} (e.g. {BUDGET_ENV}=16GiB)")
+    micro_batch = max(fitting)
+    return micro_batch, per_replica // micro_batch
+
+
+def _divisors(number: int) -> list[int]:
+    return [size for size in range(1, number + 1) if number % size == 0]
+
+
+# --- Rematerialisation. ---------------------------------------------------------------------
+def remat_scope(enabled: bool):
+    """A context manager: encoder blocks and ResNet stages constructed inside it recompute
+    their activations in the backward pass instead of keeping them (a nullcontext when not
+    `enabled`). Wrap the model's construction (or loading) in it.
+
+    Keras' own `keras.RematScope` cannot be used: on the TensorFlow backend it wraps each
+    layer's call in tf.recompute_grad (tf.custom_gradient), which inside a tf.function
+    refuses keyword arguments, and Keras passes `training=` to every block ("The
+    custom_gradient decorator currently supports keywords arguments only when eager
+    execution is enabled"). Here the keyword arguments are bound first and only the tensors
+    go through tf.recompute_grad; see `checkpoint_layer`.
+    """
+    if not enabled:
+        return contextlib.nullcontext()
+    return _checkpointing_constructors()
+
+
+@contextlib.contextmanager
+def _checkpointing_constructors():
+    classes = _checkpointed_classes()
+    originals = {cls: cls.__init__ for cls in classes}
+    for cls, original in originals.items():
+        cls.__init__ = _checkpointing_init(cls, original)
+    try:
+        yield
+    finally:
+        for cls, original in originals.items():
+            cls.__init__ = original
+
+
+def _checkpointed_classes() -> tuple[type, ...]:
+    from vitcli.models.layers import EncoderBlock
+    from vitcli.models.resnet import ResNetStage
+
+    return EncoderBlock, ResNetStage
+
+
+def _checkpointing_init(cls, original):
+    def __init__(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if type(self) is cls:  # a subclass's own constructor decides for itself
+            checkpoint_layer(self)
+
+    # Keras reads the constructor's arguments with inspect.getfullargspec, which ignores
+    # __wrapped__ but honours __signature__.
+    __init__.__signature__ = inspect.signature(original)
+    __init__.__name__, __init__.__qualname__ = original.__name__, original.__qualname__
+    return __init__
+
+
+def rematerialize(model):
+    """Turns on rematerialisation in an already built model's encoder blocks and ResNet
+    stages (for models not built inside `remat_scope`); returns the model."""
+    classes = _checkpointed_classes()
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, classes):
+            checkpoint_layer(layer)
+    return model
+
+
+def checkpoint_layer(layer) -> None:
+    """Makes `layer`'s calls keep only their input for the backward pass (tf.recompute_grad).
+
+    The dropout masks must be the same when the backward pass recomputes the layer, but
+    Keras' Dropout draws each mask from a seed variable that every call advances: the
+    wrapper reads the seeds before the call and resets them to those values in the
+    recomputation. Calls asking for attention weights (inspection) run unchanged.
+    """
+    if getattr(layer, "_vitcli_checkpointed", False):
+        return
+    original = layer.call
+    # Keras passes `training` only to calls that declare it (ResNet stages do not).
+    takes_training = "training" in inspect.signature(original).parameters
+
+    def call(inputs, training=None, **kwargs):
+        if takes_training:
+            kwargs["training"] = training
+        if kwargs.get("return_attention"):
+            return original(inputs, **kwargs)
+        import tensorflow as tf
+
+        seeds = [variable for variable in layer.variables
+                 if variable.name == "seed_generator_state"]
+
+        def forward(tensor, *seed_values):
+            for variable, value in zip(seeds, seed_values, strict=True):
+                variable.assign(value)
+            return original(tensor, **kwargs)
+
+        states = [tf.identity(variable.value) for variable in seeds]
+        return tf.recompute_grad(forward)(inputs, *states)
+
+    layer.call = call
+    layer._vitcli_checkpointed = True
