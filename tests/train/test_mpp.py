@@ -108,16 +108,17 @@ def test_mpp_model_is_built_from_the_vits_own_layers():
 def test_mpp_recipe_defaults_and_refusals(tmp_path):
     config = resolve_run_config("pretrain", None, {"objective": "mpp"})
     train = config.train
-    assert (train.optimizer, train.learning_rate, train.warmup_steps, train.schedule) == (
+    assert (train.optimizer, train.base_learning_rate, train.default_warmup, train.schedule) == (
         "adamw", 2e-4, 10_000, "cosine")
+    assert train.learning_rate is None and train.warmup_steps is None  # derived per run
     assert config.mpp == MaskedPatchConfig(0.5, 0.8, 0.1, 3)
     flags = {"objective": "mpp", "train": {"learning_rate": 1e-3}, "mpp": {"mask_fraction": 0.7}}
     config = resolve_run_config("pretrain", None, flags)
     assert (config.train.learning_rate, config.mpp.mask_fraction) == (1e-3, 0.7)
     recipe = tmp_path / "mpp.yaml"
     recipe.write_text("objective: mpp\n")
-    assert resolve_run_config("pretrain", str(recipe), {}).train.learning_rate == 2e-4
-    assert resolve_run_config("pretrain", None, {}).train.learning_rate == 1e-3
+    assert resolve_run_config("pretrain", str(recipe), {}).train.base_learning_rate == 2e-4
+    assert resolve_run_config("pretrain", None, {}).train.base_learning_rate == 1e-3
     assert "pre-training objective" in vitcli_error(resolve_run_config, "finetune", None,
                                                     {"objective": "mpp"})
     assert "unknown objective" in vitcli_error(resolve_run_config, "pretrain", None,

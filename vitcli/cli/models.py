@@ -12,6 +12,7 @@ from vitcli.cli.console import console, print_json, reports_errors
 from vitcli.config import ModelConfig
 from vitcli.models.cost import flops, parameter_count
 from vitcli.models.registry import decode_variant, variant_names
+from vitcli.weights.hub import recommended_checkpoint
 
 
 def _fine_tune_resolution(config: ModelConfig) -> int:
@@ -31,6 +32,8 @@ def describe_variant(name: str) -> dict:
         "gflops_224": round(flops(config) / 1e9, 2),
         # Named 384 for every row; H/14 is counted at 392, its nearest valid size.
         "gflops_384": round(flops(config.replace(image_size=high)) / 1e9, 2),
+        # What `finetune --model NAME` starts from without --weights.
+        "finetune_from": getattr(recommended_checkpoint(name), "name", None),
     }
 
 
@@ -41,6 +44,7 @@ def models_command(
     """List the model variants: size, parameters (1000 classes, 224 px) and GFLOPs.
 
     GFLOPs count 2 per multiply-add. Any vit-{ti,s,b,l,h}<patch> works too, e.g. vit-ti4.
+    The last column is the published checkpoint fine-tuning starts from by default.
 
     Example: vitcli models --json
     """
@@ -50,16 +54,19 @@ def models_command(
         return
     table = Table(title="ViT variants (params with a 1000-class head at 224 px)",
                   box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
-    for column in ("variant", "D", "L", "H", "MLP", "P", "stem", "params", "GF 224", "GF 384"):
-        table.add_column(column, no_wrap=True,
-                         justify="left" if column in ("variant", "stem") else "right")
+    left = ("variant", "stem", "fine-tunes from")
+    for column in ("variant", "D", "L", "H", "MLP", "P", "stem", "params", "GF 224", "GF 384",
+                   "fine-tunes from"):
+        table.add_column(column, no_wrap=True, justify="left" if column in left else "right")
     for row in rows:
         stem = "-" if row["resnet_layers"] is None else "-".join(map(str, row["resnet_layers"]))
         table.add_row(row["name"], str(row["hidden_size"]), str(row["depth"]),
                       str(row["num_heads"]), str(row["mlp_dim"]), str(row["patch_size"]),
                       stem or "root", f"{row['params']:,}", f"{row['gflops_224']:.1f}",
-                      f"{row['gflops_384']:.1f}")
+                      f"{row['gflops_384']:.1f}", row["finetune_from"] or "-")
     console.print(table)
     console.print("[dim]D width, L layers, H heads, MLP width, P patch, stem: ResNet units "
                   "per stage; GF: GFLOPs (2 x MACs); H/14 at 392 px, 384 is not a "
-                  "multiple of 14.[/]")
+                  "multiple of 14. fine-tunes from: the published checkpoint `finetune "
+                  "--model` uses without --weights (`-`: none; pass --weights or "
+                  "--from-scratch).[/]")

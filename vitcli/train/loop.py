@@ -29,6 +29,7 @@ class TrainingJob:
     schedule: object = None  # optimizer step count -> rate (the k-th update uses k - 1)
     validate: object = None  # callable() -> dict of val metrics, or None
     is_chief: bool = True
+    after_first_step: object = None  # callable() -> a line to show, or None
 
 
 class _Throughput:
@@ -73,6 +74,10 @@ def run_loop(job: TrainingJob, start_step: int, callbacks: TrainingCallbacks,
         while step < job.total_steps:
             losses.append(job.train_step(job.iterator))
             step, meter.steps = step + 1, meter.steps + 1
+            if step == start_step + 1 and job.after_first_step:
+                line = job.after_first_step()
+                if line:
+                    callbacks.on_message(line)
             if step % config.log_every == 0 or step == job.total_steps:
                 loss = float(np.mean([float(value) for value in losses]))
                 record = {"step": step, "epoch": round(step / job.steps_per_epoch, 3),

@@ -19,8 +19,9 @@ import tensorflow as tf
 from vitcli.config import RunConfig
 from vitcli.data.pipeline import train_dataset
 from vitcli.data.sources import DataSource, open_source
+from vitcli.errors import VitcliError
 from vitcli.train import defaults
-from vitcli.train.batching import BatchPlan, plan_batch
+from vitcli.train.batching import GIB, BatchPlan, plan_batch
 from vitcli.train.callbacks import TrainingCallbacks
 from vitcli.train.loop import TrainingJob, ensure_built, run_loop
 from vitcli.train.models import model_for_run, objective_for_run
@@ -195,7 +196,35 @@ def _job(run: PreparedRun, run_dir: RunDirectory, optimizer, start_step: int) ->
         validate=make_validator(run.trained, run.source, config, run.image_size,
                                 batch_size=run.batch.eval_batch),
         is_chief=is_chief(run.strategy),
+        after_first_step=lambda: first_step_memory(run.batch),
     )
+
+
+def first_step_memory(batch: BatchPlan) -> str | None:
+    """The probe of the batch plan: the process's peak memory after its first step (on the
+    CPU, where that is the device's memory) against the estimate."""
+    import resource
+
+    if batch.estimated_peak_bytes is None or tf.config.list_logical_devices("GPU"):
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    line = (f"memory after the first step: peak {peak / GIB:.2f} GiB "
+            f"(estimated {batch.estimated_peak_bytes / GIB:.2f} GiB)")
+    if peak > batch.estimated_peak_bytes:
+        return f"warning: {line}; the estimate was low: pass a larger --accum if memory is tight"
+    return line
+
+
+def _out_of_memory(batch: BatchPlan, error: Exception) -> VitcliError:
+    """One line with the numbers instead of TensorFlow's page of allocator state."""
+    estimate = (f", estimated peak {batch.estimated_peak_bytes / GIB:.2f} GiB"
+                if batch.estimated_peak_bytes else "")
+    budget = f" of {batch.budget_bytes / GIB:.1f} GiB" if batch.budget_bytes else ""
+    return VitcliError(
+        f"out of memory with micro-batches of {batch.micro_batch} x {batch.accum_steps} "
+        f"per replica{estimate}{budget}",
+        hint=f"use a larger --accum (e.g. {batch.accum_steps * 2}), --remat, --precision bf16, "
+        "a smaller --res, or set VITCLI_MEMORY_BUDGET below the device's memory")
 
 
 def run_training(config: RunConfig, callbacks: TrainingCallbacks | None = None) -> dict:
@@ -223,7 +252,10 @@ def run_training(config: RunConfig, callbacks: TrainingCallbacks | None = None) 
                         "strategy": f"{resolve_name(config.strategy, config.tpu)} strategy",
                         "train_examples": run.source.split("train").num_examples,
                         "image_size": run.image_size})
-    summary = run_loop(job, start_step, callbacks, best)
+    try:
+        summary = run_loop(job, start_step, callbacks, best)
+    except tf.errors.ResourceExhaustedError as error:
+        raise _out_of_memory(run.batch, error) from None
     if config.train.ema_decay is not None:
         base_optimizer(optimizer).finalize_variable_values(run.trained.trainable_variables)
     summary["model"] = str(run_dir.save_model(run.trained) if chief
