@@ -1,6 +1,7 @@
 """Fine-tunes and exports ViT-B/16 and ViT-L/16 at 384 px on this machine, as a user would.
 
     .venv/bin/python benchmarks/real_size.py [OUT] [--photos DIR] [--cases b16 l16 l16-remat]
+        [--h14]
 
 For each case it writes an official-layout ImageNet-21k-shaped checkpoint (21,843 classes,
 224 px, pre-logits as wide as the model) with random weights through the public API, then
@@ -11,11 +12,14 @@ runs, each under `/usr/bin/time -v`:
     vitcli export RUN --format savedmodel --out SERVED
 
 and records the batch plan the run printed, its peak RSS, the step's seconds, the wall times,
-the load average and whether the export was verified in a fresh process. DATA is made of real
-photographs (scikit-image's bundled samples; `--photos` takes any folder holding the files
-named in CLASSES) and their flips, crops and rescales, saved as JPEG. Everything goes under
-OUT (default /tmp/vitcli-real-size), each command's output to OUT/logs/; the summary is
-printed as a Markdown table and written to benchmarks/real_size.json.
+the load average and whether the export was verified in a fresh process. `--h14` also exports
+an i21k-shaped ViT-H/14 (2.46 GiB of weights) as ONNX, which must be refused in one line, and
+as SavedModel and TFLite, which must be verified.
+
+DATA is made of real photographs (scikit-image's bundled samples; `--photos` takes any folder
+holding the files named in CLASSES) and their flips, crops and rescales, saved as JPEG.
+Everything goes under OUT (default /tmp/vitcli-real-size), each command's output to OUT/logs/;
+the summary is printed as a Markdown table and written to benchmarks/real_size.json.
 
 Without scikit-image installed:
     .venv/bin/pip install --target /tmp/skdata scikit-image
@@ -25,6 +29,7 @@ Without scikit-image installed:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -58,6 +63,10 @@ CASES = {
     "l16-remat": ("vit-l16", 1024, ["--remat"]),
 }
 I21K_CLASSES, I21K_RES = 21843, 224
+# --h14: an i21k-shaped ViT-H/14 (660 M parameters, 2.46 GiB) exported in each format; ONNX
+# must refuse in one line (over protobuf's 2 GiB), the others must be verified.
+H14, H14_REPRESENTATION = "vit-h14", 1280
+H14_FORMATS = {"onnx": ".onnx", "savedmodel": "", "tflite": ".tflite"}
 RES, BATCH, STEPS = 384, 64, 1
 
 PLAN = re.compile(r"global batch (\d+) = (\d+) replica\(s\) x (\d+) micro-batch\(es\) x (\d+)"
@@ -113,6 +122,7 @@ def make_checkpoint(variant: str, representation_size: int, path: Path) -> None:
     never holds TensorFlow's memory while the measured runs go)."""
     if path.exists():
         return
+    path.parent.mkdir(parents=True, exist_ok=True)
     script = ("import sys, vitcli\n"
               "model = vitcli.build_model(sys.argv[1], num_classes=int(sys.argv[2]),"
               " image_size=int(sys.argv[3]), representation_size=int(sys.argv[4]))\n"
@@ -126,24 +136,54 @@ def make_checkpoint(variant: str, representation_size: int, path: Path) -> None:
 
 # --- Measuring a command. -------------------------------------------------------------------
 class Sampler(threading.Thread):
-    """Samples the 1-minute load average and MemAvailable every `interval` seconds."""
+    """Samples, every `interval` seconds, the RSS of process `pid` and its descendants, the
+    1-minute load average and MemAvailable, and notes when the file `watch` first exists
+    (a run's metrics.jsonl: the first step's record is written right after the step)."""
 
-    def __init__(self, interval: float = 2.0):
+    def __init__(self, pid: int, watch: Path | None = None, interval: float = 1.0):
         super().__init__(daemon=True)
-        self.interval, self.loads, self.available = interval, [], []
+        self.pid, self.watch, self.interval = pid, watch, interval
+        self.start_time, self.samples, self.watch_seen = time.perf_counter(), [], None
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
-            self.loads.append(os.getloadavg()[0])
-            self.available.append(mem_available())
+            now = round(time.perf_counter() - self.start_time, 1)
+            self.samples.append((now, tree_rss(self.pid), os.getloadavg()[0], mem_available()))
+            if self.watch_seen is None and self.watch is not None and self.watch.exists():
+                self.watch_seen = now
+
+    def write(self, path: Path) -> None:
+        path.write_text("seconds\trss_gib\tload_1min\tmem_available_gib\n" + "".join(
+            f"{t}\t{rss / GIB:.3f}\t{load:.2f}\t{free / GIB:.2f}\n"
+            for t, rss, load, free in self.samples))
 
     def summary(self) -> dict:
-        loads = self.loads or [os.getloadavg()[0]]
+        samples = self.samples or [(0.0, 0, os.getloadavg()[0], mem_available())]
+        peak = max(samples, key=lambda sample: sample[1])
+        loads = [sample[2] for sample in samples]
         return {"load_avg_1min_mean": round(float(np.mean(loads)), 2),
                 "load_avg_1min_max": round(max(loads), 2),
-                "min_mem_available_gib": round(min(self.available or [mem_available()])
-                                               / GIB, 2)}
+                "min_mem_available_gib": round(min(s[3] for s in samples) / GIB, 2),
+                "sampled_peak_rss_gib": round(peak[1] / GIB, 2), "sampled_peak_at_s": peak[0],
+                "metrics_written_at_s": self.watch_seen}
+
+
+def tree_rss(pid: int) -> int:
+    """VmRSS of `pid` and all its descendants, in bytes (0 once they have exited)."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        status = Path(f"/proc/{current}/status")
+        with contextlib.suppress(OSError):
+            # A process that has exited but not been waited for has no VmRSS line.
+            line = next((line for line in status.read_text().splitlines()
+                         if line.startswith("VmRSS:")), "VmRSS: 0 kB")
+            total += int(line.split()[1]) * 1024
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+    return total
 
 
 def mem_available() -> int:
@@ -153,33 +193,44 @@ def mem_available() -> int:
     return 0
 
 
-def run_measured(command: list[str], log: Path) -> dict:
+def run_measured(command: list[str], log: Path, watch: Path | None = None) -> dict:
     """Runs `command` under /usr/bin/time -v with its stdout in `log` (each line stamped with
-    seconds since the start in `log`.times) and its stderr in `log`.err; returns the exit
-    status, wall seconds, max RSS, the stamped lines and the load during the run."""
+    seconds since the start in `log`.times), its stderr in `log`.err and its memory and the
+    load sampled in `log`.rss.tsv; returns the exit status, wall seconds, /usr/bin/time's
+    figures, the stamped lines and the samples' summary."""
     environment = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200", TERM="dumb")
-    sampler, stamped = Sampler(), []
-    start = time.perf_counter()
-    sampler.start()
+    stamped, start = [], time.perf_counter()
     with open(log.with_suffix(".err"), "w") as errors:
         process = subprocess.Popen(["/usr/bin/time", "-v", *command], stdout=subprocess.PIPE,
                                    stderr=errors, text=True, env=environment)
+        sampler = Sampler(process.pid, watch)
+        sampler.start()
         for line in process.stdout:
             stamped.append((round(time.perf_counter() - start, 1), line.rstrip("\n")))
         process.wait()
     wall = time.perf_counter() - start
     sampler.stopped.set()
+    sampler.join()
+    sampler.write(log.with_suffix(".rss.tsv"))
     log.write_text("".join(f"{line}\n" for _, line in stamped))
     log.with_suffix(".times").write_text("".join(f"{t:8.1f}  {line}\n" for t, line in stamped))
     return {"returncode": process.returncode, "wall_s": round(wall, 1),
-            "max_rss_gib": max_rss_gib(log.with_suffix(".err")), "lines": stamped,
-            **sampler.summary()}
+            **time_figures(log.with_suffix(".err")), "lines": stamped, **sampler.summary()}
 
 
-def max_rss_gib(time_output: Path) -> float | None:
-    """`Maximum resident set size (kbytes)` from /usr/bin/time -v's report, in GiB."""
-    match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", time_output.read_text())
-    return round(int(match.group(1)) * 1024 / GIB, 2) if match else None
+def time_figures(time_output: Path) -> dict:
+    """Max RSS (GiB), CPU seconds and CPU share from /usr/bin/time -v's report."""
+    text = time_output.read_text()
+
+    def number(label: str) -> float | None:
+        match = re.search(rf"{re.escape(label)}: ([\d.]+)", text)
+        return float(match.group(1)) if match else None
+
+    rss_kib = number("Maximum resident set size (kbytes)")
+    user, system = number("User time (seconds)"), number("System time (seconds)")
+    return {"max_rss_gib": round(rss_kib * 1024 / GIB, 2) if rss_kib else None,
+            "cpu_s": round(user + system, 1) if user is not None and system is not None
+            else None, "cpu_percent": number("Percent of CPU this job got")}
 
 
 # --- One case. ------------------------------------------------------------------------------
@@ -187,13 +238,13 @@ def finetune(case: str, out: Path, data: Path) -> dict:
     """The measured `vitcli finetune` run of `case` and the figures read from its output."""
     variant, representation_size, flags = CASES[case]
     weights = out / "weights" / f"{variant}-i21k-random.npz"
-    weights.parent.mkdir(parents=True, exist_ok=True)
     make_checkpoint(variant, representation_size, weights)
     run = out / "runs" / case
     command = [str(VITCLI), "finetune", "--model", variant, "--weights", str(weights),
                "--data", str(data), "--res", str(RES), "--steps", str(STEPS),
                "--batch", str(BATCH), "--out", str(run), *flags]
-    measured = run_measured(command, out / "logs" / f"{case}-finetune.log")
+    measured = run_measured(command, out / "logs" / f"{case}-finetune.log",
+                            watch=run / "metrics.jsonl")
     return {"command": " ".join(command[1:]), "run": str(run),
             **plan_figures(measured), **step_figures(run, measured)}
 
@@ -212,20 +263,20 @@ def plan_figures(measured: dict) -> dict:
 
 
 def step_figures(run: Path, measured: dict) -> dict:
-    """Seconds of the training step: from metrics.jsonl's images_per_sec (the loop's meter,
-    started just before the first step, so it includes tracing the step function), and the
-    stdout time stamps of the plan (printed just before the loop) and of the summary."""
+    """Seconds of the training step: from the plan line on stdout (printed just before the
+    loop starts) to the moment metrics.jsonl appears (its first record is written right
+    after step 1), so it includes tracing the step function; also the loop's own meter
+    (metrics.jsonl's images_per_sec, rounded to 0.01 image/s) and the time after the step
+    (validation and saving the model, best model and checkpoint)."""
     metrics = run / "metrics.jsonl"
     records = [json.loads(line) for line in metrics.read_text().splitlines()] \
         if metrics.exists() else []
     rates = [record["images_per_sec"] for record in records if "images_per_sec" in record]
-    stamps = {"plan": stamp_of(measured["lines"], "micro-batch(es)"),
-              "summary": stamp_of(measured["lines"], "run summary")}
-    return {"step_s": round(BATCH / rates[-1], 1) if rates else None,
-            "images_per_sec": rates[-1] if rates else None,
-            "startup_s": stamps["plan"],
-            "plan_to_summary_s": round(stamps["summary"] - stamps["plan"], 1)
-            if None not in stamps.values() else None}
+    plan, written = stamp_of(measured["lines"], "micro-batch(es)"), measured["metrics_written_at_s"]
+    step = round(written - plan, 1) if None not in (plan, written) else None
+    return {"step_s": step, "images_per_sec": rates[-1] if rates else None,
+            "startup_s": plan,
+            "after_step_s": round(measured["wall_s"] - written, 1) if written else None}
 
 
 def stamp_of(lines: list, text: str) -> float | None:
@@ -245,6 +296,37 @@ def export(case: str, out: Path, run: str) -> dict:
             "max_abs_diff": float(verified.group(1)) if verified else None}
 
 
+def h14_exports(out: Path) -> dict:
+    """`vitcli export` of an i21k-shaped vit-h14 checkpoint in each of H14_FORMATS."""
+    weights = out / "weights" / f"{H14}-i21k-random.npz"
+    make_checkpoint(H14, H14_REPRESENTATION, weights)
+    results = {}
+    for fmt, suffix in H14_FORMATS.items():
+        target = out / "served" / f"h14-{fmt}{suffix}"
+        print(f"--- h14: export {fmt}", flush=True)
+        command = [str(VITCLI), "export", str(weights), "--format", fmt, "--out", str(target)]
+        log = out / "logs" / f"h14-export-{fmt}.log"
+        measured = run_measured(command, log)
+        text = "\n".join(line for _, line in measured["lines"])
+        verified = VERIFIED.search(text)
+        errors = [line for line in log.with_suffix(".err").read_text().splitlines()
+                  if line.startswith("error:")]
+        results[fmt] = {key: measured[key] for key in ("returncode", "wall_s", "max_rss_gib")}
+        results[fmt].update(
+            verified_in_fresh_process=bool(verified), error_lines=errors,
+            max_abs_diff=float(verified.group(1)) if verified else None,
+            artefact_exists=target.exists(), artefact_bytes=size_of(target))
+        print(json.dumps(results[fmt], indent=1), flush=True)
+    return results
+
+
+def size_of(path: Path) -> int | None:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file()) \
+        if path.is_dir() else None
+
+
 # --- The report. ----------------------------------------------------------------------------
 def machine() -> dict:
     memory = next(line for line in Path("/proc/meminfo").read_text().splitlines()
@@ -260,28 +342,45 @@ def machine() -> dict:
 def table(results: dict) -> str:
     """The summary as a Markdown table."""
     rows = ["| case | model | res | batch | micro x accum | est. peak GiB | max RSS GiB "
-            "| s/step | finetune wall s | export wall s | export verified | load avg |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| step s | run CPU s | finetune wall s | export wall s | export verified "
+            "| load avg |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for case, result in results.items():
         run, served = result["finetune"], result.get("export", {})
         rows.append(
             f"| {case} | {CASES[case][0]} | {RES} | {BATCH} | "
             f"{run.get('micro_batch')} x {run.get('accum')} | {run.get('estimated_peak_gib')} "
-            f"| {run['max_rss_gib']} | {run['step_s']} | {run['wall_s']} | "
-            f"{served.get('wall_s')} | {served.get('verified_in_fresh_process')} "
+            f"| {run['max_rss_gib']} | {run.get('step_s')} | {run.get('cpu_s')} "
+            f"| {run['wall_s']} | {served.get('wall_s')} "
+            f"| {served.get('verified_in_fresh_process')} "
             f"| {run['load_avg_1min_mean']} (max {run['load_avg_1min_max']}) |")
     return "\n".join(rows)
 
 
+def source_version() -> dict:
+    """The commit and the content hash of the memory estimate's module: the plan's figures
+    depend on that file, which may differ from the commit while it is being worked on."""
+    def git(*arguments: str) -> str:
+        return subprocess.run(["git", *arguments], cwd=ROOT, capture_output=True,
+                              text=True).stdout.strip()
+
+    memory = "vitcli/train/memory.py"
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "memory_py_blob": git("hash-object", memory)[:10],
+            "memory_py_modified": bool(git("status", "--porcelain", memory))}
+
+
 def earlier_results(path: Path) -> dict:
-    """The cases an earlier invocation measured (`--cases` reruns only some of them)."""
-    return json.loads(path.read_text()).get("results", {}) if path.exists() else {}
+    """What an earlier invocation measured (`--cases` reruns only some of the cases)."""
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    return {"results": earlier.get("results", {}),
+            **({"h14_exports": earlier["h14_exports"]} if "h14_exports" in earlier else {})}
 
 
 def run_case(case: str, out: Path, data: Path) -> dict:
     print(f"--- {case}: finetune", flush=True)
     result = {"started": time.strftime("%Y-%m-%d %H:%M:%S"),
               "load_avg_at_start": [round(load, 2) for load in os.getloadavg()],
+              "source": source_version(),
               "finetune": finetune(case, out, data)}
     print(json.dumps(result["finetune"], indent=1), flush=True)
     if result["finetune"]["returncode"] == 0:
@@ -297,7 +396,9 @@ def main() -> int:
     parser.add_argument("--photos", type=Path, default=default_photos(),
                         help="folder holding the photographs named in CLASSES "
                         "(default: scikit-image's data folder)")
-    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    parser.add_argument("--cases", nargs="*", choices=list(CASES), default=list(CASES))
+    parser.add_argument("--h14", action="store_true",
+                        help="also export an i21k-shaped vit-h14 as onnx, savedmodel, tflite")
     parser.add_argument("--json", type=Path, default=HERE / "real_size.json")
     arguments = parser.parse_args()
     if arguments.photos is None or not arguments.photos.is_dir():
@@ -311,9 +412,12 @@ def main() -> int:
     report = {"machine": machine(),
               "data": {"folder": str(data), "real_photos": photos,
                        "images": IMAGES_PER_CLASS * len(CLASSES), "classes": CLASSES},
-              "results": earlier_results(arguments.json)}
+              **earlier_results(arguments.json)}
     for case in arguments.cases:
         report["results"][case] = run_case(case, out, data)
+        arguments.json.write_text(json.dumps(report, indent=1) + "\n")
+    if arguments.h14:
+        report["h14_exports"] = {"source": source_version(), **h14_exports(out)}
         arguments.json.write_text(json.dumps(report, indent=1) + "\n")
     print(table(report["results"]))
     return 0

@@ -1,11 +1,22 @@
-"""Frozen dataclasses for every setting: the only place where defaults live."""
+"""Frozen dataclasses for every setting: the only place where defaults live, and where each
+setting's constraint (type, range or choices, and its flag) is declared, next to its default.
+
+Every value a recipe or a flag gives is checked against that declaration before any work
+starts (`resolve_run_config`), so the command line and recipe files cannot drift apart.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+import re
 from dataclasses import dataclass
 
+from vitcli.errors import VitcliError
+
 CLASSIFIERS = ("token", "gap")
+COMMANDS = ("finetune", "pretrain")
 OBJECTIVES = ("classification", "mpp")
 # Storage of the optimizer's momentum (SGD) or first moment (Adam): float32 is exact,
 # bfloat16 is what the reference code keeps to save memory.
@@ -14,6 +25,146 @@ OPTIMIZERS = ("sgd", "adamw", "adam")  # adam = adamw (decoupled decay, 0 unless
 SCHEDULES = ("cosine", "linear")
 LR_SCALINGS = ("linear", "sqrt", "none")
 TRAIN_CROPS = ("auto", "inception", "resize", "center")
+EVAL_CROPS = ("resize", "center")
+SPLIT_NAMES = ("train", "val", "test")  # a data source's splits, as commands name them
+STRATEGIES = ("auto", "default", "mirrored", "multi-worker", "tpu")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# The largest image side vitcli accepts: a ViT-B/16 at 2048 px already has 16,385 tokens
+# (attention memory grows with their square); larger sizes only exhaust memory.
+MAX_IMAGE_SIZE = 2048
+MAX_COUNT = 2**31 - 1  # steps, batches, intervals: TensorFlow counts in int32 in places
+MAX_SEED = 2**32 - 1  # numpy's seed range
+FLAGS = "command-line flags"  # the origin of values typed on the command line
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one setting accepts. `kind` is its type (int, float, str or bool); numbers may be
+    bounded (`low`/`high`, open or closed), text may be limited to `choices`.
+
+    YAML and flags give ints, floats, strings and booleans: an int is accepted where a float
+    is expected (and a whole float where an int is), never a string where a number is, nor a
+    number or string where a boolean is. `numbers_as_text` lets a number stand for text
+    (a held-out fraction written `val_split: 0.1`).
+    """
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    choices: tuple[str, ...] = ()
+    optional: bool = False  # None allowed: "not given", derived when the run starts
+    words: tuple[str, ...] = ()  # words accepted instead of a number ("auto")
+    numbers_as_text: bool = False
+    flag: str | None = ""  # the command-line flag; "" = --<name with dashes>, None = none
+    what: str = ""  # the setting in words, for messages
+
+    def coerce(self, value):
+        """`value` in the setting's type; raises ValueError with the requirement if it is
+        not one."""
+        if value is None and self.optional or value in self.words:
+            return value
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(self.requirement())
+            return value
+        if self.kind is str:
+            return self._text(value)
+        return self._number(value)
+
+    def _text(self, value) -> str:
+        if self.numbers_as_text and _is_number(value):
+            value = f"{value:g}"
+        if not isinstance(value, str):
+            raise ValueError(self.requirement())
+        if self.choices and value not in self.choices:
+            raise UnknownChoice(self.requirement())
+        return value
+
+    def _number(self, value):
+        if not _is_number(value):
+            raise ValueError(self.requirement())
+        if self.kind is int:
+            whole = isinstance(value, numbers.Integral) or math.isfinite(value) and \
+                float(value).is_integer()
+            if not whole:
+                raise ValueError(self.requirement())
+            value = int(value)
+        else:
+            try:
+                value = float(value)
+            except OverflowError:  # an int too large for a float
+                raise ValueError(self.requirement()) from None
+            if not math.isfinite(value):
+                raise ValueError(self.requirement())
+        if not self._in_range(value):
+            raise ValueError(self._range(value))
+        return value
+
+    def _in_range(self, value) -> bool:
+        return self._above_low(value) and self._below_high(value)
+
+    def _above_low(self, value) -> bool:
+        return self.low is None or (value > self.low if self.open_low else value >= self.low)
+
+    def _below_high(self, value) -> bool:
+        return self.high is None or (value < self.high if self.open_high else value <= self.high)
+
+    def _range(self, value=None) -> str:
+        """The range in words: an interval for fractions, else the bound that `value` misses
+        (the lower one when there is no value)."""
+        low, high = _shown(self.low), _shown(self.high)
+        if self.low is not None and self.high is not None and self.high <= 1:
+            left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+            return f"in {left}{low}, {high}{right}"
+        if self.low is not None and (value is None or not self._above_low(value)):
+            return f"greater than {low}" if self.open_low else f"at least {low}"
+        return f"less than {high}" if self.open_high else f"at most {high}"
+
+    def requirement(self) -> str:
+        """What a valid value is, in words: 'a whole number at least 1', 'one of a, b'."""
+        if self.kind is bool:
+            text = "true or false"
+        elif self.kind is str:
+            text = f"one of {', '.join(self.choices)}" if self.choices else "text"
+        else:
+            text = "a whole number" if self.kind is int else "a finite number"
+            if self.low is not None or self.high is not None:
+                text += f" {self._range()}"
+        return " or ".join([*self.words, text])
+
+
+class UnknownChoice(ValueError):
+    """A word that is not among a setting's choices (reported as 'unknown WHAT')."""
+
+
+def _is_number(value) -> bool:
+    """An int or float, numpy's included; never a bool (YAML's yes/no)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _shown(number) -> str:
+    if number is None:
+        return ""
+    return f"{int(number):,}" if float(number).is_integer() else f"{number:g}"
+
+
+def setting(default, kind: type, **rule):
+    """A dataclass field with its default and its `Rule` (see Rule for the keywords)."""
+    return dataclasses.field(default=default, metadata={"rule": Rule(kind, **rule)})
+
+
+def _count(default, what: str, *, low: int = 1, optional: bool = False, flag: str | None = ""):
+    """A whole-number setting: steps, a batch, an interval (at most MAX_COUNT)."""
+    return setting(default, int, low=low, high=MAX_COUNT, optional=optional, flag=flag,
+                   what=what)
+
+
+def _fraction(default, what: str, *, flag: str | None = None, optional: bool = False):
+    """A setting in [0, 1): momentum, a beta, label smoothing, dropout."""
+    return setting(default, float, low=0, high=1, open_high=True, optional=optional,
+                   flag=flag, what=what)
 
 
 @dataclass(frozen=True)
@@ -89,24 +240,28 @@ class ModelConfig:
 class DataConfig:
     """Where the images come from and how they are prepared (REFERENCE section 6)."""
 
-    source: str = ""  # an image folder, or "tfds:NAME"
-    data_dir: str | None = None  # tensorflow-datasets data directory
-    train_split: str = "train"
+    source: str = setting("", str, flag="--data", what="image folder or tfds:NAME")
+    data_dir: str | None = setting(None, str, optional=True,
+                                   what="tensorflow-datasets data directory")
+    train_split: str = setting("train", str, what="tfds training split")
     # Image folders without a val/ folder hold out this stratified fraction of train;
-    # for tfds it is a split string such as "train[98%:]".
-    val_split: str = "0.1"
-    test_split: str = "test"
-    download: bool = False  # allow tensorflow-datasets to download and prepare
-    strict: bool = False  # unreadable images are an error instead of a warning
+    # for tfds it is a split string such as "train[98%:]" (or a fraction of train).
+    val_split: str = setting("0.1", str, numbers_as_text=True, what="validation split")
+    test_split: str = setting("test", str, what="tfds test split")
+    download: bool = setting(False, bool, what="let tensorflow-datasets download")
+    strict: bool = setting(False, bool, what="unreadable images are an error")
     # auto: inception (crop + flip, the reference's) for images at least as large as the
     # training resolution, resize for smaller ones (vitcli.train.defaults) | inception |
     # resize | center
-    train_crop: str = "auto"
-    eval_crop: str = "resize"  # resize (the reference's) | center (resize-small + crop)
-    randaugment: bool = False
-    mixup: float = 0.0  # Beta(alpha, alpha) mixing; 0 turns it off
-    cache: bool = False
-    shuffle_buffer: int = 10_000
+    train_crop: str = setting("auto", str, choices=TRAIN_CROPS, what="training crop")
+    # resize (the reference's) | center (resize-small + crop)
+    eval_crop: str = setting("resize", str, choices=EVAL_CROPS, what="evaluation crop")
+    randaugment: bool = setting(False, bool, what="RandAugment")
+    # Beta(alpha, alpha) mixing; 0 turns it off
+    mixup: float = setting(0.0, float, low=0, what="mixup alpha")
+    cache: bool = setting(False, bool, flag=None, what="cache decoded images")
+    shuffle_buffer: int = setting(10_000, int, low=1, high=MAX_COUNT, flag=None,
+                                  what="shuffle buffer")
 
 
 @dataclass(frozen=True)
@@ -119,33 +274,51 @@ class TrainConfig:
     capped at a tenth of the run. The run's config.yaml records the derived values.
     """
 
-    steps: int | None = None  # total optimizer steps; None: from epochs or the data size
-    epochs: float | None = None
-    batch_size: int = 512  # the global batch
+    # total optimizer steps; None: from epochs or the data size
+    steps: int | None = _count(None, "optimizer steps", optional=True)
+    epochs: float | None = setting(None, float, low=0, open_low=True, high=1e6, optional=True,
+                                   what="passes over the training set")
+    batch_size: int = _count(512, "global batch", flag="--batch")
     # Micro-batches per step (batch_size / accum_steps each); "auto": the fewest that fit
     # the device's memory (vitcli.train.memory), decided when the run starts.
-    accum_steps: int | str = "auto"
-    optimizer: str = "sgd"  # sgd | adamw
-    learning_rate: float | None = None  # None: base_learning_rate scaled to batch_size
-    base_learning_rate: float = 0.003  # the recipe's rate at reference_batch
-    reference_batch: int = 512
-    lr_scaling: str = "linear"  # linear | sqrt | none: how the base rate follows the batch
-    momentum: float = 0.9
-    momentum_dtype: str = "float32"  # float32 | bfloat16 (the reference's memory saving)
-    beta1: float = 0.9
-    beta2: float = 0.999
-    epsilon: float = 1e-8  # Adam's, added to sqrt(v_hat) as optax does
-    weight_decay: float = 0.0
-    schedule: str = "cosine"  # cosine | linear (decay to zero after warm-up)
-    warmup_steps: int | None = None  # None: default_warmup, at most a tenth of the run
-    default_warmup: int = 100
-    grad_clip_norm: float | None = 1.0
-    label_smoothing: float = 0.0
-    ema_decay: float | None = None  # Polyak averaging, e.g. 0.9999
-    seed: int = 0
-    log_every: int = 10
-    eval_every: int = 100
-    checkpoint_every: int = 100
+    accum_steps: int | str = setting("auto", int, low=1, high=MAX_COUNT, words=("auto",),
+                                     flag="--accum", what="micro-batches per step")
+    optimizer: str = setting("sgd", str, choices=OPTIMIZERS, what="optimizer")
+    # None: base_learning_rate scaled to batch_size
+    learning_rate: float | None = setting(None, float, low=0, optional=True, flag="--lr",
+                                          what="learning rate")
+    base_learning_rate: float = setting(0.003, float, low=0, flag=None,
+                                        what="the recipe's learning rate")  # at reference_batch
+    reference_batch: int = _count(512, "the recipe's batch", flag=None)
+    # linear | sqrt | none: how the base rate follows the batch
+    lr_scaling: str = setting("linear", str, choices=LR_SCALINGS, flag=None,
+                              what="learning-rate scaling")
+    momentum: float = _fraction(0.9, "SGD momentum")
+    # float32 | bfloat16 (the reference's memory saving)
+    momentum_dtype: str = setting("float32", str, choices=MOMENTUM_DTYPES,
+                                  what="momentum dtype")
+    beta1: float = _fraction(0.9, "Adam's beta1")
+    beta2: float = _fraction(0.999, "Adam's beta2")
+    # Adam's, added to sqrt(v_hat) as optax does
+    epsilon: float = setting(1e-8, float, low=0, open_low=True, flag=None, what="Adam's epsilon")
+    weight_decay: float = setting(0.0, float, low=0, what="weight decay")
+    schedule: str = setting("cosine", str, choices=SCHEDULES, flag=None,
+                            what="learning-rate schedule")  # decay to zero after warm-up
+    # None: default_warmup, at most a tenth of the run
+    warmup_steps: int | None = _count(None, "warm-up steps", low=0, optional=True,
+                                      flag="--warmup")
+    default_warmup: int = _count(100, "the recipe's warm-up steps", low=0, flag=None)
+    # global-norm clipping; None or 0: none
+    grad_clip_norm: float | None = setting(1.0, float, low=0, optional=True, flag=None,
+                                           what="gradient clipping norm")
+    label_smoothing: float = _fraction(0.0, "label smoothing", flag="")
+    # Polyak averaging, e.g. 0.9999
+    ema_decay: float | None = setting(None, float, low=0, high=1, open_low=True, open_high=True,
+                                      optional=True, flag="--ema", what="EMA decay")
+    seed: int = setting(0, int, low=0, high=MAX_SEED, what="random seed")
+    log_every: int = _count(10, "steps between metric lines")
+    eval_every: int = _count(100, "steps between validations")
+    checkpoint_every: int = _count(100, "steps between checkpoints")
 
 
 # The paper's pre-training recipe (Adam, beta2 0.999, decoupled weight decay 0.1,
@@ -167,34 +340,55 @@ FINETUNE_DEFAULTS = TrainConfig()
 class MaskedPatchConfig:
     """Self-supervised masked patch prediction (REFERENCE section 6, the paper's section 4.6)."""
 
-    corrupt_fraction: float = 0.5  # of each image's patches (rounded, at least one)
-    mask_fraction: float = 0.8  # of the corrupted: replaced by the learned [mask] embedding
-    random_fraction: float = 0.1  # ... by another patch of the same image; the rest kept as is
-    colour_bits: int = 3  # per channel: the target is one of 2**(3 * bits) = 512 mean colours
+    # of each image's patches (rounded, at least one)
+    corrupt_fraction: float = setting(0.5, float, low=0, high=1, open_low=True, flag=None,
+                                      what="corrupted fraction of patches")
+    # of the corrupted: replaced by the learned [mask] embedding
+    mask_fraction: float = setting(0.8, float, low=0, high=1, flag=None,
+                                   what="masked fraction of corrupted patches")
+    # ... by another patch of the same image; the rest kept as is
+    random_fraction: float = setting(0.1, float, low=0, high=1, flag=None,
+                                     what="swapped fraction of corrupted patches")
+    # per channel: the target is one of 2**(3 * bits) = 512 mean colours; at most 4 bits
+    # (4,096 classes): more would make the prediction head larger than the model
+    colour_bits: int = setting(3, int, low=1, high=4, flag=None, what="colour bits per channel")
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """A whole training run; written resolved to `config.yaml`, enough to rerun it."""
 
-    command: str = "finetune"  # finetune | pretrain
-    objective: str = "classification"  # classification | mpp (masked patches; pretrain only)
-    model: str | None = None  # registry variant; with --weights, read from the file
-    weights: str | None = None  # .npz, named checkpoint, .keras or run directory
+    command: str = setting("finetune", str, choices=COMMANDS, flag=None, what="command")
+    # classification | mpp (masked patches; pretrain only)
+    objective: str = setting("classification", str, choices=OBJECTIVES, what="objective")
+    # registry variant; with --weights, read from the file
+    model: str | None = setting(None, str, optional=True, what="model variant")
+    # .npz, named checkpoint, .keras or run directory
+    weights: str | None = setting(None, str, optional=True, what="start weights")
     # Fine-tuning without --weights starts from the variant's recommended published
     # checkpoint; from_scratch asks for random initialisation instead (never silently).
-    from_scratch: bool = False
-    remat: bool = False  # recompute activations in the backward pass: less memory, more time
-    image_size: int | None = None  # None: the checkpoint's resolution, else 224
-    dropout: float | None = None  # None: 0 for fine-tuning, the variant's for pre-training
-    representation_size: int | None = None  # pre-training: None = the hidden size
-    classifier: str | None = None  # token | gap; None = the variant's (token)
-    out: str | None = None  # run directory; None = runs/<data name>
-    resume: bool = False
-    strategy: str = "auto"  # auto | default | mirrored | multi-worker | tpu
-    tpu: str | None = None  # TPU address ("local" on a TPU VM)
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
-    jit: bool = False  # XLA-compile the training step
+    from_scratch: bool = setting(False, bool, what="random initial weights")
+    # recompute activations in the backward pass: less memory, more time
+    remat: bool = setting(False, bool, what="rematerialisation")
+    # None: the checkpoint's resolution, else 224; a multiple of the model's stride
+    image_size: int | None = setting(None, int, low=1, high=MAX_IMAGE_SIZE, optional=True,
+                                     flag="--res", what="image size in pixels")
+    # None: 0 for fine-tuning, the variant's for pre-training
+    dropout: float | None = _fraction(None, "dropout rate", flag="", optional=True)
+    # pre-training: None = the hidden size
+    representation_size: int | None = _count(None, "pre-logits width", optional=True,
+                                             flag=None)
+    # token | gap; None = the variant's (token)
+    classifier: str | None = setting(None, str, choices=CLASSIFIERS, optional=True, flag=None,
+                                     what="classifier")
+    out: str | None = setting(None, str, optional=True, what="run directory")  # None: runs/<data>
+    resume: bool = setting(False, bool, what="resume")
+    # Write into an existing --out that is not this run: replaces only vitcli's own files.
+    overwrite: bool = setting(False, bool, what="overwrite")
+    strategy: str = setting("auto", str, choices=STRATEGIES, what="strategy")
+    tpu: str | None = setting(None, str, optional=True, what="TPU address")  # "local" on a TPU VM
+    precision: str = setting("auto", str, choices=PRECISIONS, what="precision")
+    jit: bool = setting(False, bool, what="XLA compilation")  # of the training step
     data: DataConfig = DataConfig()
     train: TrainConfig = FINETUNE_DEFAULTS
     mpp: MaskedPatchConfig = MaskedPatchConfig()
@@ -203,31 +397,234 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-def _checked_fields(cls, values: dict, where: str) -> dict:
-    known = {field.name for field in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        from vitcli.errors import VitcliError
-
-        raise VitcliError(f"unknown setting{'s' if len(unknown) > 1 else ''} "
-                          f"{', '.join(unknown)} in {where}",
-                          hint=f"known: {', '.join(sorted(known))}")
-    return values
-
-
 # The nested sections of a RunConfig (a recipe's `data:`, `train:` and `mpp:` mappings).
 SECTIONS = {"data": DataConfig, "train": TrainConfig, "mpp": MaskedPatchConfig}
+_SECTION_OF = {cls: name for name, cls in SECTIONS.items()}
+
+
+def _described(value) -> str:
+    """A value as a message shows it: text quoted, numbers as typed, containers by kind."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _name(cls, field: dataclasses.Field, origin: str | None, *, described: bool = True) -> str:
+    """How a message names a setting: its flag, or its key and the recipe it is from, and
+    (`described`) what it is: '--steps (optimizer steps)', 'train.steps in r.yaml'."""
+    rule = field.metadata["rule"]
+    if origin == FLAGS and rule.flag is not None:
+        name, source = rule.flag or f"--{field.name.replace('_', '-')}", ""
+    else:
+        name = f"{_SECTION_OF[cls]}.{field.name}" if cls in _SECTION_OF else field.name
+        source = f" in {origin}" if origin and origin != FLAGS else ""
+    return name + (f" ({rule.what})" if described and rule.what else "") + source
+
+
+def _checked(cls, field: dataclasses.Field, value, origin: str | None):
+    """`value` for `field` of `cls`, coerced to its type; a one-line error naming the
+    setting and where it came from when it is not one."""
+    rule = field.metadata["rule"]
+    try:
+        return rule.coerce(value)
+    except UnknownChoice:
+        raise VitcliError(f"unknown {rule.what} {value!r} "
+                          f"({_name(cls, field, origin, described=False)})",
+                          hint=f"use {', '.join(rule.choices)}") from None
+    except ValueError as requirement:
+        raise VitcliError(f"{_name(cls, field, origin)} must be {requirement}, "
+                          f"got {_described(value)}") from None
+
+
+def _checked_values(cls, values: dict, origin: str) -> dict:
+    """`values` (settings of `cls` by field name) checked and coerced; unknown keys are an
+    error. Fields without a rule (RunConfig's sections) pass as they are."""
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    unknown = sorted(str(key) for key in values if key not in fields)
+    if unknown:
+        section = f" ({_SECTION_OF[cls]})" if cls in _SECTION_OF else ""
+        raise VitcliError(f"unknown setting{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(unknown)} in {origin}{section}",
+                          hint=f"known: {', '.join(sorted(fields))}")
+    return {name: _checked(cls, fields[name], value, origin)
+            if "rule" in fields[name].metadata else value for name, value in values.items()}
+
+
+def check_settings(settings):
+    """`settings` (any config dataclass) with every field checked against its rule, nested
+    sections too; returns it with values coerced (an int where a float is expected)."""
+    changes = {}
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        if "rule" in field.metadata:
+            changes[field.name] = _checked(type(settings), field, value, None)
+        elif dataclasses.is_dataclass(value):
+            changes[field.name] = check_settings(value)
+    return dataclasses.replace(settings, **changes)
+
+
+def check_value(cls, name: str, value, origin: str | None = FLAGS):
+    """One setting of `cls` (e.g. DataConfig's eval_crop given to `vitcli predict`), checked
+    as training checks it; None (not given) is the default."""
+    field = next(field for field in dataclasses.fields(cls) if field.name == name)
+    return field.default if value is None else _checked(cls, field, value, origin)
+
+
+def check_train_config(train: TrainConfig) -> None:
+    """Every optimisation setting's type, choices and range, checked before any work."""
+    check_settings(train)
+
+
+def data_config(values: dict, origin: str = FLAGS) -> DataConfig:
+    """A DataConfig from DataConfig fields (None = not given) such as evaluation's and
+    inspection's flags, checked as training checks them."""
+    given = {key: value for key, value in values.items() if value is not None}
+    config = DataConfig(**_checked_values(DataConfig, given, origin))
+    check_splits(config)
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings that constrain each other
+# ---------------------------------------------------------------------------------------------
+
+_SPLIT_PART = re.compile(r"[\w-]+(\[(?P<selector>[^\[\]]*)\])?")
+_SPLIT_BOUND = re.compile(r"-?[\d_.]+(%|shard)?")
+
+
+def is_split_expression(text: str) -> bool:
+    """Whether `text` is a tensorflow-datasets split string ('train', 'train[:98%]',
+    'train[10:]+test', 'train[2shard]'); whether the split exists is tfds' to say."""
+    for part in re.split(r"\s*\+\s*", text.strip()):
+        match = _SPLIT_PART.fullmatch(part)
+        if not match:
+            return False
+        if match["selector"] is None:
+            continue
+        bounds = match["selector"].split(":")
+        if len(bounds) > 2 or not any(bounds) or len(bounds) == 1 and \
+                not bounds[0].endswith("shard"):
+            return False
+        if not all(_SPLIT_BOUND.fullmatch(bound) for bound in bounds if bound):
+            return False
+    return True
+
+
+def held_out_fraction(text: str) -> float | None:
+    """`text` as a held-out fraction (a finite number), or None when it is not a number."""
+    try:
+        fraction = float(text.strip() or "0")
+    except ValueError:
+        return None
+    return fraction if math.isfinite(fraction) else None
+
+
+def check_splits(data: DataConfig) -> None:
+    """An image folder holds out a fraction in [0, 1); tfds takes a fraction of a plain
+    train split, or split strings."""
+    fraction = held_out_fraction(data.val_split)
+    if data.source.startswith("tfds:"):
+        _check_tfds_splits(data)
+    elif fraction is None or not 0 <= fraction < 1:
+        raise VitcliError(f"--val-split '{data.val_split}' is not a fraction in [0, 1)",
+                          hint="an image folder without a val/ folder holds out a fraction "
+                          "such as 0.1; split strings such as train[98%:] are for tfds:NAME")
+
+
+def _check_tfds_splits(data: DataConfig) -> None:
+    if not data.source[len("tfds:"):].strip():
+        raise VitcliError("--data tfds: needs a dataset name", hint="e.g. tfds:cifar10")
+    fraction = held_out_fraction(data.val_split)
+    if fraction is not None and not 0 <= fraction < 1:
+        raise VitcliError(f"--val-split '{data.val_split}' is not a fraction in [0, 1)",
+                          hint="or give a split string such as train[98%:]")
+    splits = (("--train-split", data.train_split, False), ("--test-split", data.test_split, True),
+              ("--val-split", data.val_split if fraction is None else "", True))
+    for flag, text, may_be_empty in splits:
+        if text.strip() and not is_split_expression(text) or not (text.strip() or may_be_empty):
+            raise VitcliError(f"{flag} '{text}' is not a tensorflow-datasets split string",
+                              hint="e.g. train, train[:98%], train[98%:] or test[:1000]+train")
+    if fraction and not re.fullmatch(r"[\w-]+", data.train_split.strip()):
+        raise VitcliError(f"--val-split {data.val_split} holds out a fraction of a plain split, "
+                          f"not of '{data.train_split}'",
+                          hint="give --val-split as a split string too, e.g. train[98%:]")
+
+
+def _check_model(config: RunConfig) -> None:
+    """A known --model, and an image size that is a multiple of its stride. (A checkpoint's
+    own stride is checked when it is loaded.)"""
+    if config.model is None:
+        return
+    from vitcli.models.registry import decode_variant  # imports this module
+
+    model = decode_variant(config.model)
+    size, stride = config.image_size, model.stride
+    if size is not None and size % stride:
+        lower = size // stride * stride
+        stem = " times its ResNet stem's" if model.resnet else ""
+        raise VitcliError(f"image size {size} is not a multiple of {stride}, the patch size"
+                          f"{stem} of {config.model}",
+                          hint=f"use e.g. --res {lower or stride}"
+                          + (f" or {lower + stride}" if lower and lower + stride <= MAX_IMAGE_SIZE
+                             else ""))
+
+
+def _check_masking(mpp: MaskedPatchConfig) -> None:
+    if mpp.mask_fraction + mpp.random_fraction > 1:
+        raise VitcliError(f"mpp.mask_fraction {mpp.mask_fraction:g} and mpp.random_fraction "
+                          f"{mpp.random_fraction:g} add up to more than 1")
+
+
+def check_objective(config: RunConfig) -> None:
+    """Refuses an unknown objective, and masked patch prediction outside pre-training."""
+    if config.objective not in OBJECTIVES:
+        raise VitcliError(f"unknown objective '{config.objective}'",
+                          hint=f"use {' or '.join(OBJECTIVES)}")
+    if config.objective == "mpp" and config.command != "pretrain":
+        raise VitcliError("--objective mpp is a pre-training objective",
+                          hint="use `vitcli pretrain --objective mpp`, then "
+                          "`vitcli finetune --weights RUN_DIR`")
+
+
+def check_run_config(config: RunConfig) -> RunConfig:
+    """A whole run: every setting against its rule, then the settings that constrain each
+    other (objective and command, model and image size, data source and splits). Returns
+    it with values coerced."""
+    config = check_settings(config)
+    check_objective(config)
+    _check_model(config)
+    check_splits(config.data)
+    _check_masking(config.mpp)
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# Layering: defaults -> recipe -> flags
+# ---------------------------------------------------------------------------------------------
+
+
+def _merged_section(current, values, where: str, name: str):
+    """`current` (a section's settings) with a recipe's or the flags' `values` applied."""
+    if values is None:
+        return current
+    if not isinstance(values, dict):
+        raise VitcliError(f"{name} in {where} must be a mapping of settings, got "
+                          f"{_described(values)}", hint=f"write it as `{name}:` followed by "
+                          "indented `key: value` lines")
+    return dataclasses.replace(current, **_checked_values(type(current), values, where))
 
 
 def merge_run_config(base: RunConfig, values: dict, where: str = "config") -> RunConfig:
-    """`base` with the (nested) settings of `values` applied; unknown keys are an error."""
-    values = dict(_checked_fields(RunConfig, values, where))
-    sections = {
-        name: dataclasses.replace(getattr(base, name), **_checked_fields(
-            cls, values.pop(name, None) or {}, f"{where} ({name})"))
-        for name, cls in SECTIONS.items()
-    }
-    return dataclasses.replace(base, **sections, **values)
+    """`base` with the (nested) settings of `values` applied, each checked against its rule;
+    unknown keys are an error. `where` names the recipe file, or is FLAGS."""
+    values = dict(values)
+    sections = {name: _merged_section(getattr(base, name), values.pop(name, None), where, name)
+                for name in SECTIONS}
+    return dataclasses.replace(base, **sections, **_checked_values(RunConfig, values, where))
 
 
 def read_recipe(path: str) -> dict:
@@ -236,13 +633,11 @@ def read_recipe(path: str) -> dict:
 
     import yaml
 
-    from vitcli.errors import VitcliError
-
     try:
         values = yaml.safe_load(Path(path).read_text())
     except OSError as error:
         raise VitcliError(f"cannot read recipe '{path}': {error.strerror}") from error
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
         message = f"recipe '{path}' is not valid YAML: {error}".replace("\n", " ")
         raise VitcliError(message) from error
     if not isinstance(values, dict):
@@ -257,74 +652,9 @@ def train_defaults(command: str, objective: str) -> TrainConfig:
     return MPP_PRETRAIN_DEFAULTS if objective == "mpp" else PRETRAIN_DEFAULTS
 
 
-def _in_range(name: str, value, low, high, *, low_open=False, high_open=False) -> None:
-    from vitcli.errors import VitcliError
-
-    below = value <= low if low_open else value < low
-    above = high is not None and (value >= high if high_open else value > high)
-    if below or above:
-        left, right = "(" if low_open else "[", ")" if high_open else "]"
-        interval = f"{left}{low}, {'inf' if high is None else high}{right}"
-        raise VitcliError(f"{name} must be in {interval}, got {value}")
-
-
-def _one_of(name: str, value, choices) -> None:
-    from vitcli.errors import VitcliError
-
-    if value not in choices:
-        raise VitcliError(f"unknown {name} '{value}'", hint=f"use {', '.join(choices)}")
-
-
-def check_train_config(train: TrainConfig) -> None:
-    """Every optimisation setting's choices and range, checked before any work."""
-    _one_of("optimizer", train.optimizer, OPTIMIZERS)
-    _one_of("schedule", train.schedule, SCHEDULES)
-    _one_of("momentum dtype", train.momentum_dtype, MOMENTUM_DTYPES)
-    _one_of("learning-rate scaling", train.lr_scaling, LR_SCALINGS)
-    if train.learning_rate is not None:
-        _in_range("learning rate", train.learning_rate, 0, None)
-    _in_range("base learning rate", train.base_learning_rate, 0, None)
-    _in_range("reference batch", train.reference_batch, 1, None)
-    _in_range("batch size", train.batch_size, 1, None)
-    if train.steps is not None:
-        _in_range("steps", train.steps, 1, None)
-    if train.epochs is not None:
-        _in_range("epochs", train.epochs, 0, None, low_open=True)
-    _in_range("momentum", train.momentum, 0, 1, high_open=True)
-    _in_range("beta1", train.beta1, 0, 1, high_open=True)
-    _in_range("beta2", train.beta2, 0, 1, high_open=True)
-    _in_range("epsilon", train.epsilon, 0, None, low_open=True)
-    _in_range("weight decay", train.weight_decay, 0, None)
-    if train.warmup_steps is not None:
-        _in_range("warm-up steps", train.warmup_steps, 0, None)
-    _in_range("default warm-up steps", train.default_warmup, 0, None)
-    if train.accum_steps != "auto":
-        if not isinstance(train.accum_steps, int):
-            from vitcli.errors import VitcliError
-
-            raise VitcliError(f"accumulation steps must be 'auto' or a whole number, "
-                              f"got {train.accum_steps!r}")
-        _in_range("accumulation steps", train.accum_steps, 1, None)
-    _in_range("label smoothing", train.label_smoothing, 0, 1, high_open=True)
-    if train.grad_clip_norm is not None:
-        _in_range("gradient clipping norm", train.grad_clip_norm, 0, None)
-
-
-def check_objective(config: RunConfig) -> None:
-    """Refuses an unknown objective, and masked patch prediction outside pre-training."""
-    from vitcli.errors import VitcliError
-
-    if config.objective not in OBJECTIVES:
-        raise VitcliError(f"unknown objective '{config.objective}'",
-                          hint=f"use {' or '.join(OBJECTIVES)}")
-    if config.objective == "mpp" and config.command != "pretrain":
-        raise VitcliError("--objective mpp is a pre-training objective",
-                          hint="use `vitcli pretrain --objective mpp`, then "
-                          "`vitcli finetune --weights RUN_DIR`")
-
-
 def resolve_run_config(command: str, recipe: str | None, flags: dict) -> RunConfig:
-    """Defaults -> recipe file -> explicit flags (None means 'not given')."""
+    """Defaults -> recipe file -> explicit flags (None means 'not given'), every value
+    checked as it is layered on and the whole run checked at the end, before any work."""
     recipe_values = read_recipe(recipe) if recipe else {}
     # The objective picks the defaults, so it is read before anything is layered on them.
     objective = flags.get("objective") or recipe_values.get("objective") or RunConfig.objective
@@ -338,8 +668,6 @@ def resolve_run_config(command: str, recipe: str | None, flags: dict) -> RunConf
     values = given({key: value for key, value in flags.items() if key not in SECTIONS})
     for name in SECTIONS:
         values[name] = given(flags.get(name, {}))
-    config = merge_run_config(base, values, where="command-line flags")
-    check_objective(config)
-    check_train_config(config.train)
-    _one_of("training crop", config.data.train_crop, TRAIN_CROPS)
-    return config
+    # The command typed wins over a recipe's (a run's config.yaml records its own).
+    config = merge_run_config(base, {**values, "command": command}, where=FLAGS)
+    return check_run_config(config)

@@ -96,7 +96,8 @@ def test_exported_savedmodel_matches_predict_in_fresh_process(trained_run, colou
 
 def test_export_refuses_unknown_format(trained_run, tmp_path):
     result = invoke("export", trained_run, "--format", "pickle", "--out", tmp_path / "x")
-    assert result.exit_code == 2 and not (tmp_path / "x").exists()
+    assert result.exit_code == 1 and not (tmp_path / "x").exists()
+    assert "unknown export format 'pickle'" in result.stderr
 
 
 def test_finetune_on_tfds_source_via_mock_data(tmp_path, mnist_metadata_dir):

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 
 import pytest
 from typer.testing import CliRunner
@@ -187,23 +186,6 @@ def test_flags_left_out_stay_the_recipe_defaults(captured_run):
     config = resolve_run_config(command, None, flags)
     assert config.train == FINETUNE_DEFAULTS and not config.remat and not config.from_scratch
     assert kwargs == {"dry_run": False, "as_json": False}
-
-
-def test_dry_run_shows_the_plan_instead_of_training(monkeypatch):
-    shown = []
-    plan = types.ModuleType("vitcli.train.run")
-    plan.plan_run = lambda config: {"config": config}
-    plan.run_training = lambda *args: pytest.fail("--dry-run must not train")
-    show = types.ModuleType("vitcli.cli.plan")
-    show.show_plan = lambda planned, as_json: shown.append((planned["config"], as_json))
-    monkeypatch.setitem(sys.modules, "vitcli.train.run", plan)
-    monkeypatch.setitem(sys.modules, "vitcli.cli.plan", show)
-    monkeypatch.setattr(train, "import_tensorflow_quietly", lambda: None)
-    result = CliRunner().invoke(app, ["finetune", "--data", "d", "--model", "vit-ti16",
-                                      "--dry-run", "--json", "--batch", "64"])
-    assert result.exit_code == 0, result.output
-    ((config, as_json),) = shown
-    assert as_json and config.train.batch_size == 64 and config.data.source == "d"
 
 
 def test_json_without_dry_run_is_refused():

@@ -60,6 +60,7 @@ def test_models_table_shows_every_variant():
     for name in REFERENCE_PARAMS:
         assert name in result.stdout
     assert "86,567,656" in result.stdout
+    assert "vit-b16-augreg" in result.stdout and "vit-h14-i21k" in result.stdout
 
 
 def test_weights_info_reads_architecture_from_file(tiny_npz):

@@ -25,9 +25,11 @@ def folder(tmp_path):
 def train_split(kind: str, folder, tiny_tfds_dir):
     """The train split of the requested kind of source, with the config it needs."""
     if kind == "tfds":  # sequential: 27 examples read in permuted blocks of 8
-        config = DataConfig(source=f"tfds:{TINY_TFDS}", data_dir=tiny_tfds_dir, shuffle_buffer=8)
+        config = DataConfig(source=f"tfds:{TINY_TFDS}", data_dir=tiny_tfds_dir, shuffle_buffer=8,
+                            train_crop="inception")
     else:
-        config = DataConfig(source=folder[0], val_split="0", cache=kind == "folder+cache")
+        config = DataConfig(source=folder[0], val_split="0", cache=kind == "folder+cache",
+                            train_crop="inception")
     return open_source(config).split("train"), config
 
 

@@ -6,12 +6,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
+from vitcli._environment import import_tensorflow_quietly
 from vitcli.cli import options as opt
 from vitcli.cli.console import console, print_json, reports_errors
 from vitcli.cli.options import with_default
-from vitcli.config import RunConfig
+from vitcli.config import SPLIT_NAMES, RunConfig, data_config
+from vitcli.errors import VitcliError
+
+SPLITS = (*SPLIT_NAMES, "all")  # all: every image of a plain class folder
 
 BATCH_SIZE = 64  # images per forward pass
 
@@ -26,7 +31,8 @@ def parse_shots(value: str) -> tuple[int, ...]:
 
 
 def _print_report(report: dict) -> None:
-    table = Table(title=f"{report['model']} on {report['data']} ({report['split']})")
+    console.print(report["headline"], markup=False, soft_wrap=True)
+    table = Table(title=escape(f"{report['model']} on {report['data']} ({report['split']})"))
     for column in ("examples", "top-1", "top-5", "loss"):
         table.add_column(column, justify="right")
     table.add_row(str(report["num_examples"]), f"{report['top1']:.2%}", f"{report['top5']:.2%}",
@@ -38,20 +44,22 @@ def _print_report(report: dict) -> None:
     per_class.add_column("count", justify="right")
     for name, values in report["per_class"].items():
         accuracy = "-" if values["accuracy"] is None else f"{values['accuracy']:.2%}"
-        per_class.add_row(name, accuracy, str(values["count"]))
+        per_class.add_row(escape(name), accuracy, str(values["count"]))
     console.print(per_class)
     for key, value in report.get("few_shot", {}).items():
-        console.print(f"few-shot {key}: {value['accuracy']:.2%} (± {value['std']:.2%})")
+        console.print(f"few-shot {key} (tested on {report['few_shot_split']}): "
+                      f"{value['accuracy']:.2%} (± {value['std']:.2%})")
     if "confusion_png" in report:
         console.print(f"confusion matrix: {report['confusion_csv']}, {report['confusion_png']}")
 
 
-@reports_errors
+@reports_errors(tensorflow=False)
 def evaluate_command(
     model: opt.ModelArgument,
     data: opt.Data = None,
     split: Annotated[str | None, typer.Option("--split", help=with_default(
-        "train, val or test.", "test, else val"))] = None,
+        "train, val, test, or all (every image of a plain class folder).",
+        "test, else all, else val"))] = None,
     batch: opt.batch_option(BATCH_SIZE, "Images per forward pass.", panel=None) = None,
     few_shot: Annotated[str | None, typer.Option(  # parse_shots: a tuple of ints
         "--few-shot", parser=parse_shots, metavar="N,N,...", help=with_default(
@@ -66,13 +74,21 @@ def evaluate_command(
 
     Example: vitcli evaluate runs/flowers --data ./flowers --few-shot 1,5,10
     """
+    # Flags are checked before TensorFlow starts: a typo answers at once.
+    data_flags = {"source": data, "data_dir": data_dir, "train_split": train_split,
+                  "val_split": val_split, "test_split": test_split, "eval_crop": eval_crop}
+    if data is not None:  # without it, evaluate_report says what to give
+        data_config(data_flags)
+    if split is not None and split not in SPLITS:
+        raise VitcliError(f"unknown split '{split}'", hint=f"use {', '.join(SPLITS)}")
+    if batch is not None and batch < 1:
+        raise VitcliError(f"--batch must be at least 1, not {batch}")
+    import_tensorflow_quietly()
     from vitcli.evaluate.evaluation import evaluate_report
 
-    report = evaluate_report(model, {"source": data, "data_dir": data_dir,
-                                     "train_split": train_split, "val_split": val_split,
-                                     "test_split": test_split, "eval_crop": eval_crop},
-                             split=split, batch_size=batch or BATCH_SIZE, shots=few_shot or (),
-                             out_dir=out, precision=precision or RunConfig.precision)
+    report = evaluate_report(model, data_flags, split=split, batch_size=batch or BATCH_SIZE,
+                             shots=few_shot or (), out_dir=out,
+                             precision=precision or RunConfig.precision)
     if as_json:
         print_json(report)
     else:

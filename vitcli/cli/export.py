@@ -7,13 +7,38 @@ from typing import Annotated
 
 import typer
 
+from vitcli._environment import import_tensorflow_quietly
 from vitcli.cli import options as opt
 from vitcli.cli.console import console, reports_errors
 from vitcli.cli.options import with_default
 from vitcli.config import DataConfig
+from vitcli.errors import VitcliError
+from vitcli.files import terminate_as_interrupt
+
+SUFFIXES = {"savedmodel": "", "keras": ".keras", "tflite": ".tflite", "onnx": ".onnx",
+            "npz": ".npz"}
 
 
-@reports_errors
+def _read_labels(path: Path) -> list[str]:
+    """The lines of a --labels file; an unreadable one is one line, not a traceback."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise VitcliError(f"--labels {path} is not UTF-8 text") from None
+    except OSError as error:
+        raise VitcliError(f"cannot read --labels {path}: {error.strerror or error}") from None
+
+
+def _source(model: Path) -> tuple[Path, str | Path]:
+    """(the model file, what to load it from): a run directory is loaded as such, for its
+    labels; a name or URL is resolved (downloaded) once."""
+    from vitcli.train.models import resolve_model_path
+
+    path = resolve_model_path(str(model))
+    return path, (model if model.is_dir() else path)
+
+
+@reports_errors(tensorflow=False)
 def export_command(
     model: opt.ModelArgument,
     fmt: Annotated[str, typer.Option("--format", "-f", help="savedmodel, keras, tflite, onnx "
@@ -21,6 +46,10 @@ def export_command(
     out: Annotated[Path | None, typer.Option("--out", "-o", help=with_default(
         "Output path (savedmodel: a folder that gets a version sub-folder).",
         "<model name>-<format>.<suffix>, e.g. flowers-onnx.onnx"))] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file at "
+                                            "--out that is not a vitcli export of this format "
+                                            "(savedmodel: add a version to a folder that is not "
+                                            "a SavedModel base).")] = False,
     labels_file: Annotated[Path | None, typer.Option("--labels", help=with_default(
         "Class names, one per line.", "a run directory's labels.txt, else class numbers"))] = None,
     eval_crop: opt.EvalCrop = None,
@@ -31,27 +60,38 @@ def export_command(
 ) -> None:
     """Export a model for serving, verified in a fresh process before it is put in place.
 
+    An existing file at --out is replaced only if it is a vitcli export of the same format
+    (else --overwrite); the source model and its run's checkpoints never are.
+
     Examples:
 
       vitcli export runs/flowers --format savedmodel --out serving/flowers
 
       vitcli export runs/flowers --format onnx --out flowers.onnx
     """
-    from vitcli.export import FORMATS, export_model
+    from vitcli.export import check_format
+
+    check_format(fmt)  # before TensorFlow starts: a typo answers at once
+    labels = _read_labels(labels_file) if labels_file is not None else None
+    import_tensorflow_quietly()
+    # SIGTERM takes Ctrl-C's path, so an export killed by a scheduler removes its temporary.
+    with terminate_as_interrupt():
+        _export(model, fmt, out or Path(f"{model.stem}-{fmt}{SUFFIXES[fmt]}"), overwrite,
+                labels, eval_crop or DataConfig.eval_crop, top_k, verify)
+
+
+def _export(model: Path, fmt: str, out: Path, overwrite: bool, labels: list[str] | None,
+            eval_crop: str, top_k: int, verify: bool) -> None:
+    from vitcli.export import export_model
+    from vitcli.export.targets import protected_paths
     from vitcli.train.models import load_trained
 
-    if fmt not in FORMATS:
-        raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
-    network, labels = load_trained(model)
-    if labels_file is not None:
-        labels = labels_file.read_text().splitlines()
-    labels = labels or [str(index) for index in range(network.output_shape[-1])]
-    suffix = {"savedmodel": "", "keras": ".keras", "tflite": ".tflite", "onnx": ".onnx",
-              "npz": ".npz"}[fmt]
-    out = out or Path(f"{Path(model).stem}-{fmt}{suffix}")
-    result = export_model(network, fmt, out, labels=labels,
-                          eval_crop=eval_crop or DataConfig.eval_crop, top_k=top_k,
-                          verify=verify, log=lambda line: console.print(f"  {line}"))
+    source, load_from = _source(model)
+    network, run_labels = load_trained(load_from)
+    labels = labels or run_labels or [str(index) for index in range(network.output_shape[-1])]
+    result = export_model(network, fmt, out, labels=labels, eval_crop=eval_crop, top_k=top_k,
+                          verify=verify, log=lambda line: console.print(f"  {line}"),
+                          overwrite=overwrite, protect=protected_paths(source))
     console.print(f"exported {fmt} to {result.path}"
                   + (f" (verified in a fresh process: max |diff| {result.max_abs_diff:.2e})"
                      if verify else ""))

@@ -54,19 +54,28 @@ def models_command(
         return
     table = Table(title="ViT variants (params with a 1000-class head at 224 px)",
                   box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
-    left = ("variant", "stem", "fine-tunes from")
-    for column in ("variant", "D", "L", "H", "MLP", "P", "stem", "params", "GF 224", "GF 384",
-                   "fine-tunes from"):
-        table.add_column(column, no_wrap=True, justify="left" if column in left else "right")
+    for column in ("variant", "D", "L", "H", "MLP", "P", "stem", "params", "GF 224", "GF 384"):
+        table.add_column(column, no_wrap=True,
+                         justify="left" if column in ("variant", "stem") else "right")
     for row in rows:
         stem = "-" if row["resnet_layers"] is None else "-".join(map(str, row["resnet_layers"]))
         table.add_row(row["name"], str(row["hidden_size"]), str(row["depth"]),
                       str(row["num_heads"]), str(row["mlp_dim"]), str(row["patch_size"]),
                       stem or "root", f"{row['params']:,}", f"{row['gflops_224']:.1f}",
-                      f"{row['gflops_384']:.1f}", row["finetune_from"] or "-")
+                      f"{row['gflops_384']:.1f}")
     console.print(table)
     console.print("[dim]D width, L layers, H heads, MLP width, P patch, stem: ResNet units "
                   "per stage; GF: GFLOPs (2 x MACs); H/14 at 392 px, 384 is not a "
-                  "multiple of 14. fine-tunes from: the published checkpoint `finetune "
-                  "--model` uses without --weights (`-`: none; pass --weights or "
-                  "--from-scratch).[/]")
+                  "multiple of 14.[/]")
+    console.print(_start_table(rows))
+
+
+def _start_table(rows: list[dict]) -> Table:
+    """A second, narrow table, so the main one still fits an 80-column terminal."""
+    table = Table(title="what `vitcli finetune --model VARIANT` starts from without --weights",
+                  box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
+    table.add_column("variant", no_wrap=True)
+    table.add_column("published checkpoint (vitcli weights list)", no_wrap=True)
+    for row in rows:
+        table.add_row(row["name"], row["finetune_from"] or "- (--weights or --from-scratch)")
+    return table

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from vitcli.config import DataConfig, ModelConfig, RunConfig
+from vitcli.config import MAX_IMAGE_SIZE, DataConfig, ModelConfig, RunConfig
 
 DATA = "Data"
 TRAINING = "Training"
@@ -58,7 +58,8 @@ EvalCrop = Annotated[str | None, typer.Option(
                                      "centre crop).", DataConfig.eval_crop),
     rich_help_panel=DATA)]
 Resolution = Annotated[int | None, typer.Option(
-    "--res", help=with_default("Image size; position embeddings are resized to match.",
+    "--res", help=with_default(f"Image size, a multiple of the patch size, at most "
+                               f"{MAX_IMAGE_SIZE}; position embeddings are resized to match.",
                                f"the checkpoint's resolution, else {ModelConfig.image_size}"),
     rich_help_panel=MODEL)]
 ModelArgument = Annotated[Path, typer.Argument(

@@ -8,21 +8,47 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
+from vitcli._environment import import_tensorflow_quietly
 from vitcli.cli import options as opt
 from vitcli.cli.console import console, error_console, print_json, reports_errors
 from vitcli.cli.options import with_default
-from vitcli.config import DataConfig
+from vitcli.config import DataConfig, check_value
+from vitcli.errors import VitcliError
 
 BATCH_SIZE = 32  # images per forward pass
+LISTED_SKIPS = 20  # skipped files named in the warning; the rest are counted
 
 
-def _labels(model, labels: list[str] | None, labels_file: Path | None) -> list[str]:
-    if labels_file is not None:
-        labels = labels_file.read_text().splitlines()
+def _read_labels(path: Path) -> list[str]:
+    """The lines of a --labels file; a missing or unreadable one is one line."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise VitcliError(f"--labels {path} is not UTF-8 text") from None
+    except OSError as error:
+        raise VitcliError(f"cannot read --labels {path}: {error.strerror or error}") from None
+
+
+def _labels(model, given: list[str] | None, run_labels: list[str] | None,
+            labels_file: Path | None) -> list[str]:
+    """--labels, else the run's labels.txt, else class numbers; --labels must name every
+    class of the model."""
     classes = model.output_shape[-1]
-    return labels if labels and len(labels) == classes else [str(i) for i in range(classes)]
+    if given is not None and len(given) != classes:
+        raise VitcliError(f"--labels {labels_file} has {len(given)} names for a {classes}-class "
+                          "model", hint="give one name per line, in class-index order")
+    return given or run_labels or [str(index) for index in range(classes)]
+
+
+def _warn_skipped(skipped: list[tuple[str, str]]) -> None:
+    """One warning naming the files that were not used, and why."""
+    listed = ", ".join(f"{path} ({reason})" for path, reason in skipped[:LISTED_SKIPS])
+    more = f" and {len(skipped) - LISTED_SKIPS} more" if len(skipped) > LISTED_SKIPS else ""
+    error_console.print(f"[yellow]warning: skipped {len(skipped)} unreadable file(s): "
+                        f"{escape(listed)}{more}[/]", soft_wrap=True)
 
 
 def _print_csv(rows: list[dict]) -> None:
@@ -33,11 +59,12 @@ def _print_csv(rows: list[dict]) -> None:
             writer.writerow([row["file"], rank, label, f"{probability:.6f}"])
 
 
-@reports_errors
+@reports_errors(tensorflow=False)
 def predict_command(
     model: opt.ModelArgument,
     images: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels per image.")] = 5,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels per image (at least 1; "
+                                       "more than the classes means all).")] = 5,
     batch: opt.batch_option(BATCH_SIZE, "Images per forward pass.", panel=None) = None,
     labels_file: Annotated[Path | None, typer.Option("--labels", help=with_default(
         "Class names, one per line.", "a run directory's labels.txt, else class numbers"))] = None,
@@ -49,17 +76,26 @@ def predict_command(
 
     Example: vitcli predict runs/flowers photo.jpg more-photos/ --top-k 3
     """
-    from vitcli.evaluate.predict import image_files, predict_files
+    # Flags are checked before TensorFlow starts: a typo answers at once.
+    if top_k < 1:
+        raise VitcliError(f"--top-k must be at least 1, not {top_k}")
+    if batch is not None and batch < 1:
+        raise VitcliError(f"--batch must be at least 1, not {batch}")
+    eval_crop = check_value(DataConfig, "eval_crop", eval_crop)
+    missing = next((path for path in images if not path.exists()), None)
+    if missing is not None:
+        raise VitcliError(f"'{missing}' does not exist")
+    given = _read_labels(labels_file) if labels_file is not None else None
+    import_tensorflow_quietly()
+    from vitcli.evaluate.predict import predict_files
     from vitcli.train.models import load_trained
 
-    network, labels = load_trained(model)
-    rows, skipped = predict_files(network, image_files(images), _labels(network, labels,
-                                                                          labels_file),
-                                  top_k=top_k, batch_size=batch or BATCH_SIZE,
-                                  eval_crop=eval_crop or DataConfig.eval_crop)
+    network, run_labels = load_trained(model)
+    labels = _labels(network, given, run_labels, labels_file)
+    rows, skipped = predict_files(network, images, labels, top_k=top_k,
+                                  batch_size=batch or BATCH_SIZE, eval_crop=eval_crop)
     if skipped:
-        error_console.print(f"[yellow]warning: skipped {len(skipped)} unreadable file(s): "
-                            + ", ".join(path for path, _ in skipped) + "[/]")
+        _warn_skipped(skipped)
     if as_json:
         print_json(rows)
     elif as_csv:
@@ -69,6 +105,6 @@ def predict_command(
         table.add_column("file")
         table.add_column("top labels (probability)")
         for row in rows:
-            table.add_row(row["file"], ", ".join(f"{label} ({p:.1%})"
-                                                 for label, p in row["predictions"]))
+            table.add_row(escape(row["file"]), escape(", ".join(
+                f"{label} ({p:.1%})" for label, p in row["predictions"])))
         console.print(table)

@@ -9,6 +9,7 @@ that each command's help shows its own recipe's defaults.
 # annotations, and those written inside make_train_command use its local recipe, so they
 # must be evaluated where they stand (a string annotation would be looked up in globals).
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -27,6 +28,7 @@ from vitcli.config import (
     resolve_run_config,
     train_defaults,
 )
+from vitcli.errors import VitcliError
 
 T = opt.TRAINING
 OPTIMIZER_CHOICES = f"{', '.join(OPTIMIZERS[:-1])} or {OPTIMIZERS[-1]}."
@@ -66,6 +68,22 @@ def _fetch_start_weights(config) -> None:
         fetch_start_weights(config, progress)
 
 
+def _check_out(out: str | None) -> None:
+    """Refuses an --out that cannot become a run directory (a file in the way, a parent
+    where folders cannot be made) before any work; other failures to write it are reported
+    when it is written (console.os_error)."""
+    if out is None:
+        return
+    path = Path(out).expanduser().absolute()
+    existing = next(folder for folder in (path, *path.parents) if folder.exists())
+    if not existing.is_dir():
+        raise VitcliError(f"--out {out}: {existing} is a file, not a folder",
+                          hint="choose another --out")
+    if existing != path and not os.access(existing, os.W_OK | os.X_OK):
+        raise VitcliError(f"--out {out}: cannot create folders in {existing} (permission "
+                          "denied)", hint="choose another --out")
+
+
 def _run(command: str, recipe: Path | None, flags: dict, *, dry_run: bool,
          as_json: bool) -> None:
     """Checks every setting that needs no data (before TensorFlow's start-up), then plans
@@ -75,6 +93,9 @@ def _run(command: str, recipe: Path | None, flags: dict, *, dry_run: bool,
     config = resolve_run_config(command, str(recipe) if recipe else None, flags)
     if not config.data.source:
         raise typer.BadParameter("give --data (or data.source in --config)")
+    if not (config.model or config.weights or config.resume):
+        raise VitcliError("no model given", hint="pass --model (e.g. vit-b16) or --weights")
+    _check_out(config.out)
     _fetch_start_weights(config)
     import_tensorflow_quietly()
     if dry_run:
@@ -172,6 +193,9 @@ def make_train_command(command: str):
             "--config", help="Recipe YAML file (flags override it).")] = None,
         resume: Annotated[bool | None, typer.Option(
             "--resume", help="Continue the run in --out from its last checkpoint.")] = None,
+        overwrite: Annotated[bool | None, typer.Option(
+            "--overwrite", help="Write into an existing --out: replaces only vitcli's own "
+            "files there.")] = None,
         dry_run: Annotated[bool, typer.Option(
             "--dry-run", help="Resolve and print the run plan (data counts, weights, model, "
             "length, schedule, batch plan, memory) without training.")] = False,
@@ -203,7 +227,8 @@ def make_train_command(command: str):
         flags = {
             "objective": objective, "model": model, "weights": weights,
             "from_scratch": from_scratch or None, "image_size": res, "dropout": dropout,
-            "out": str(out) if out else None, "resume": resume, "strategy": strategy,
+            "out": str(out) if out else None, "resume": resume,
+            "overwrite": overwrite, "strategy": strategy,
             "tpu": tpu, "precision": precision, "jit": jit, "remat": remat,
             "data": {"source": data, "data_dir": data_dir, "train_split": train_split,
                      "val_split": val_split, "test_split": test_split, "download": download,

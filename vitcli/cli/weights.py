@@ -11,6 +11,8 @@ from rich.table import Table
 from vitcli.cli.console import console, print_json, reports_errors
 from vitcli.cli.options import with_default
 from vitcli.cli.progress import download_progress
+from vitcli.config import MAX_IMAGE_SIZE, RunConfig, check_value
+from vitcli.errors import VitcliError
 
 app = typer.Typer(help="Inspect, convert and download ViT checkpoints (.npz).",
                   no_args_is_help=True)
@@ -62,8 +64,9 @@ def convert(
     file: Annotated[Path, typer.Argument(help="An .npz or .keras checkpoint.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .keras or .npz file.")],
     res: Annotated[int | None, typer.Option("--res", help=with_default(
-        "New image size (resizes the position embeddings).", "the checkpoint's"))] = None,
-    num_classes: Annotated[int | None, typer.Option("--num-classes", help=with_default(
+        f"New image size, at most {MAX_IMAGE_SIZE} (resizes the position embeddings).",
+        "the checkpoint's"))] = None,
+    num_classes: Annotated[int | None, typer.Option("--num-classes", min=1, help=with_default(
         "New zero-initialised head; drops pre-logits.", "the checkpoint's head"))] = None,
 ) -> None:
     """Convert a checkpoint to a .keras model (or back to .npz), optionally re-sized.
@@ -75,6 +78,9 @@ def convert(
 
     if out.suffix not in (".keras", ".npz"):
         raise typer.BadParameter("--out must end in .keras or .npz")
+    if out.is_dir():
+        raise VitcliError(f"--out {out} is a folder", hint="give a .keras or .npz file name")
+    res = check_value(RunConfig, "image_size", res)  # the same limits as training's --res
     model, report = load_checkpoint_with_report(file, image_size=res, num_classes=num_classes)
     for line in report.lines():
         console.print(f"  {line}")

@@ -1,22 +1,28 @@
 """The checked, cached index of an image folder: every file decoded once, bad ones remembered.
 
 `index_folder(root)` walks `root`, decodes every file that lies inside a sub-folder with the
-same TensorFlow op that training uses, and records why each bad file is bad. The result is
+same TensorFlow op that training uses, and records why each bad file is bad. Before anything is
+decoded, each file's header is read: an image declaring more pixels than
+`VITCLI_MAX_IMAGE_PIXELS` (`vitcli.data.headers`) is never decoded, only reported. The result is
 cached as JSON in `home_dir()/index/<sha256 of the absolute path, 24 hex digits>.json`:
 
-    {"version": 1, "root": "/abs/root", "signature": "<sha256>",
+    {"version": 1, "root": "/abs/root", "signature": "<sha256>", "max_pixels": 89478485,
      "files": {"cat/1.jpg": [size, mtime_ns, null], "cat/2.jpg": [size, mtime_ns, "empty file"]}}
 
 The signature hashes every indexed (relative path, size, mtime_ns): an unchanged folder has the
 cached signature and, file by file, the cached size and mtime, so nothing is decoded. When the
 folder changed, only new or changed files are decoded again, and the cache is rewritten
-atomically (temporary file, then rename).
+atomically (temporary file, then rename). Files over the pixel limit are not remembered (a
+raised limit checks them again), and a cache built under a higher limit is not used (its
+images were judged against that limit).
 
 Which files count: hidden files and folders (a name starting with "."), `Thumbs.db`,
 `desktop.ini` and anything that is not a regular file (a FIFO would block the read) are
-ignored, and so are files directly in `root` (e.g. a LICENSE.txt next to the class folders).
-Every other file is judged by its content, not its extension: TensorFlow sniffs the format, so
-a PNG named `.jpg` is used and a `.txt` file is reported as not an image. Unreadable files
+ignored, and so are files directly in `root` (e.g. a LICENSE.txt next to the class folders)
+unless `top_level` asks for them (`vitcli predict` on a folder of images).
+Every other file is judged by its content, not its extension: its first bytes name the format
+as TensorFlow sniffs it, so a PNG named `.jpg` is used and a `.txt` file is reported as not an
+image (without being read whole: a video among the images costs a 16-byte read). Unreadable files
 (permissions, I/O errors) are reported but not cached, so they are checked again next time.
 """
 
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import stat
@@ -34,12 +41,14 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from vitcli.data import ops
+from vitcli.data import headers, ops
 from vitcli.weights.hub import home_dir
 
 INDEX_VERSION = 1
 Progress = Callable[[int, int], None]
 UNREADABLE = "unreadable"
+EMPTY = "empty file"
+NOT_AN_IMAGE = "not an image TensorFlow can decode (JPEG, PNG, GIF, BMP, WebP)"
 CHECK_BATCH = 64  # files per progress report
 IGNORED_NAMES = frozenset({"Thumbs.db", "desktop.ini"})
 
@@ -70,14 +79,17 @@ def cache_file(root: Path) -> Path:
     return home_dir() / "index" / f"{key}.json"
 
 
-def index_folder(root: str | os.PathLike, progress: Progress | None = None) -> FolderIndex:
+def index_folder(root: str | os.PathLike, progress: Progress | None = None, *,
+                 top_level: bool = False) -> FolderIndex:
     """The index of `root`, from the cache when the folder is unchanged, else (re)checked;
-    `progress(done, total)` is called while new or changed files are decoded."""
+    `progress(done, total)` is called while new or changed files are decoded. `top_level`
+    includes the files directly in `root`."""
     root = Path(root).resolve()
-    stats = scan(root)
+    stats = scan(root, top_level=top_level)
     signature = folder_signature(stats)
     path = cache_file(root)
-    cached = _load_cache(path, root)
+    limit = headers.max_image_pixels()
+    cached = _load_cache(path, root, limit)
     known = {name: record for name, record in cached.get("files", {}).items()
              if stats.get(name) == tuple(record[:2])}
     to_check = [name for name in stats if name not in known]
@@ -87,18 +99,21 @@ def index_folder(root: str | os.PathLike, progress: Progress | None = None) -> F
         # An unreadable file (permissions, I/O) may be fixed without its mtime changing, so it
         # is not remembered and is checked again next time.
         lasting = {name: known[name] for name in stats if not _is_transient(known[name][2])}
-        _save_cache(path, root, signature, lasting)
+        _save_cache(path, root, signature, lasting, limit)
     entries = [IndexEntry(name, *stats[name], known[name][2]) for name in sorted(stats)]
     return FolderIndex(root, entries, len(to_check), path)
 
 
 def _is_transient(error: str | None) -> bool:
-    return bool(error) and error.startswith(UNREADABLE)
+    """Whether a file's judgement may change without the file changing: it could not be read
+    (permissions, I/O), or it is over a pixel limit that may be raised."""
+    return bool(error) and error.startswith((UNREADABLE, headers.TOO_LARGE))
 
 
-def scan(root: Path) -> dict[str, tuple[int, int]]:
+def scan(root: Path, top_level: bool = False) -> dict[str, tuple[int, int]]:
     """(size, mtime_ns) of every candidate file under `root` by relative path, following
-    symbolic links to folders but never into a loop."""
+    symbolic links to folders but never into a loop; files directly in `root` only with
+    `top_level`."""
     stats: dict[str, tuple[int, int]] = {}
     visited: set[str] = set()
     for folder, subfolders, files in os.walk(root, followlinks=True):
@@ -109,7 +124,7 @@ def scan(root: Path) -> dict[str, tuple[int, int]]:
         visited.add(real)
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
         relative = Path(folder).relative_to(root)
-        if relative == Path("."):
+        if relative == Path(".") and not top_level:
             continue  # files next to the class folders are not data
         for name in files:
             if name.startswith(".") or name in IGNORED_NAMES:
@@ -131,35 +146,72 @@ def check_files(root: Path, names: list[str], progress: Progress | None = None
                 ) -> dict[str, str | None]:
     """Why each relative name is not a usable image (None when it is); `progress(done, total)`
     follows along."""
-    decodable = _decodable(root, names, progress)
-    # Only the (rare) failures are decoded again, one by one, to learn why they failed.
-    return {name: None if position in decodable else _check_one(root / name)
-            for position, name in enumerate(names)}
+    errors = check_paths([root / name for name in names], progress)
+    return dict(zip(names, errors, strict=True))
 
 
-def _decodable(root: Path, names: list[str], progress: Progress | None) -> set[int]:
-    """Positions in `names` of the files TensorFlow decodes, found by a parallel tf.data pass
-    that drops the failures."""
+def check_paths(paths: list[Path], progress: Progress | None = None) -> list[str | None]:
+    """Why each file is not a usable image (None when it is): judged from its first bytes (not
+    an image format, or a header declaring too many pixels: then it is never read whole or
+    decoded), else by TensorFlow decoding it. The one check behind training, evaluation and
+    prediction."""
+    limit = headers.max_image_pixels()
+    errors = [_header_error(path, limit) for path in paths]
+    pending = [position for position, error in enumerate(errors) if error is None]
+    decodable = _decodable([paths[position] for position in pending], progress, len(paths))
+    for rank, position in enumerate(pending):
+        if rank not in decodable:
+            # Only the (rare) failures are decoded again, one by one, to learn why they failed.
+            errors[position] = _check_one(paths[position])
+    return errors
+
+
+def _header_error(path: Path, limit: int) -> str | None:
+    """Why the file is refused from its first bytes alone (unreadable, empty, not an image
+    format TensorFlow decodes, or too large), or None; so neither a video nor an image bomb
+    is ever read whole or decoded."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+            if not head:
+                return EMPTY
+            if headers.image_format(head) is None:
+                return NOT_AN_IMAGE
+            handle.seek(0)
+            return headers.size_error(handle, limit)
+    except OSError as error:
+        return f"{UNREADABLE} ({error.strerror or error})"
+
+
+def _decodable(paths: list[Path], progress: Progress | None, total: int) -> set[int]:
+    """Positions in `paths` of the files TensorFlow decodes, found by a parallel tf.data pass
+    that drops the failures; progress counts out of `total` files, and those judged before
+    (by their headers) are done with the failures, at the end."""
     decodable: set[int] = set()
-    if not names:
-        return decodable
-    paths = tf.constant([str(root / name) for name in names])
+    done = 0
+    for positions in _decoded_positions(paths):
+        decodable.update(positions.numpy().tolist())
+        done += len(positions)
+        if progress:
+            progress(done, total)
+    if progress and done < total:
+        progress(total, total)  # the failures, dropped above or judged before, are done too
+    return decodable
+
+
+def _decoded_positions(paths: list[Path]):
+    """Batches of the positions in `paths` whose files decode (a parallel tf.data pass)."""
+    if not paths:
+        return
+    tensor = tf.constant([str(path) for path in paths])
 
     def decode(position, path):
         return position, tf.shape(ops.decode_image(tf.io.read_file(path)))
 
-    dataset = tf.data.Dataset.from_tensor_slices((tf.range(len(names)), paths))
+    dataset = tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), tensor))
     dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    dataset = dataset.ignore_errors().batch(CHECK_BATCH)
-    done = 0
-    for positions, _ in dataset:
-        decodable.update(positions.numpy().tolist())
-        done += len(positions)
-        if progress:
-            progress(done, len(names))
-    if progress and done < len(names):
-        progress(len(names), len(names))  # the failures, dropped above, are done too
-    return decodable
+    for positions, _ in dataset.ignore_errors().batch(CHECK_BATCH):
+        yield positions
 
 
 def _check_one(path: Path) -> str:
@@ -171,15 +223,19 @@ def _check_one(path: Path) -> str:
 
 
 def decode_error(data: bytes) -> str | None:
-    """Why TensorFlow cannot decode `data` as an image, or None when it can."""
+    """Why TensorFlow cannot (or must not) decode `data` as an image, or None when it can:
+    an image over the pixel limit is refused from its header, never decoded."""
     if not data:
-        return "empty file"
+        return EMPTY
+    too_large = headers.size_error(io.BytesIO(data), headers.max_image_pixels())
+    if too_large:
+        return too_large
     try:
         ops.decode_image(tf.constant(data))
     except tf.errors.OpError as error:
         message = _clean_message(error.message)
         if message.startswith("Unknown image file format"):
-            return "not an image TensorFlow can decode (JPEG, PNG, GIF, BMP, WebP)"
+            return NOT_AN_IMAGE
         return f"corrupt or truncated image ({message})"
     return None
 
@@ -191,20 +247,24 @@ def _clean_message(message: str) -> str:
     return message.splitlines()[0] if message else "unknown error"
 
 
-def _load_cache(path: Path, root: Path) -> dict:
-    """The cached index of `root`, or {} when there is none or it is unusable."""
+def _load_cache(path: Path, root: Path, limit: int) -> dict:
+    """The cached index of `root`, or {} when there is none, it is unusable, or it was built
+    under a higher pixel limit than `limit` (or none: caches from before the limit)."""
     try:
         cached = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     valid = (isinstance(cached, dict) and cached.get("version") == INDEX_VERSION
-             and cached.get("root") == str(root) and isinstance(cached.get("files"), dict))
+             and cached.get("root") == str(root) and isinstance(cached.get("files"), dict)
+             and isinstance(cached.get("max_pixels"), int) and cached["max_pixels"] <= limit)
     return cached if valid else {}
 
 
-def _save_cache(path: Path, root: Path, signature: str, files: dict[str, list]) -> None:
+def _save_cache(path: Path, root: Path, signature: str, files: dict[str, list],
+                limit: int) -> None:
     """Writes the index atomically; a cache that cannot be written only costs a re-check."""
-    record = {"version": INDEX_VERSION, "root": str(root), "signature": signature, "files": files}
+    record = {"version": INDEX_VERSION, "root": str(root), "signature": signature,
+              "max_pixels": limit, "files": files}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")

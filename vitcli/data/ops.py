@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from vitcli.config import EVAL_CROPS
+from vitcli.errors import VitcliError
+
 INCEPTION_AREA_RANGE = (0.05, 1.0)
 INCEPTION_ASPECT_RANGE = (3 / 4, 4 / 3)
 CENTER_CROP_FRACTION = 0.875
@@ -83,6 +86,8 @@ def train_transform(crop: str, size: int):
 
 def eval_transform(crop: str, size: int):
     """image uint8 -> float32 (size, size, 3): `resize` (the reference's) or `center`."""
+    if crop not in EVAL_CROPS:  # never a silent resize
+        raise VitcliError(f"unknown evaluation crop '{crop}'", hint=f"use {', '.join(EVAL_CROPS)}")
     if crop == "center":
         return lambda image: resize_small_center_crop(image, size)
     return lambda image: resize(image, size)

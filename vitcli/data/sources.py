@@ -3,9 +3,15 @@ splits of (encoded image bytes, label) examples in a fixed order.
 
 Image folders are `DIR/<class>/...` (a stratified validation split is then held out of it) or
 `DIR/{train, val|validation, test}/<class>/...`; images may sit in nested folders inside a
-class folder. Class names are the sorted class folders of the train folder. Every file is
-checked once through the cached index (`vitcli.data.index`); files TensorFlow cannot decode
-are left out and listed in `DataSource.skipped`, or are an error with `config.strict`.
+class folder. Class names are the sorted class folders of the train folder; a name that cannot
+be one line of labels.txt (a line break or another control character) is refused. Every file
+is checked once through the cached index (`vitcli.data.index`); files TensorFlow cannot decode
+(or that declare more pixels than the limit) are left out and listed in `DataSource.skipped`,
+or are an error with `config.strict`.
+
+What the data is opened for (`purpose`) decides two things: training a classifier needs at
+least two classes, and evaluation also gets the split `all` of a plain class folder (every
+image in it: a folder of test images needs no hold-out).
 
 tensorflow-datasets sources are `tfds:NAME`; their images stay encoded (`SkipDecoding`), so
 both kinds of source feed the same decoding pipeline.
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import unicodedata
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +39,13 @@ SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "t
 # a fixed choice that moves few files when files are added.
 HOLDOUT_SALT = b"vitcli-validation-holdout-1"
 LAYOUT_HINT = "expected DIR/<class>/<image> or DIR/{train,val,test}/<class>/<image>"
+# "any": the splits there are (pre-training, figures); "classify": also at least two classes
+# (training a classifier); "evaluate": also `all`, every image of a plain class folder.
+PURPOSES = ("any", "classify", "evaluate")
+PLAIN_LAYOUT = "a plain class folder"
+# Characters that would split a class name over lines of labels.txt (str.splitlines splits
+# at every control character of category Cc among others, and at U+2028/U+2029).
+_LINE_BREAKING_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
 
 
 @dataclass
@@ -73,6 +87,7 @@ class DataSource:
     splits: dict[str, Split]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     missing: dict[str, str] = field(default_factory=dict, repr=False)  # split -> why it is absent
+    layout: str = ""  # how an image folder is laid out, e.g. "a plain class folder"
 
     @property
     def num_classes(self) -> int:
@@ -89,20 +104,39 @@ class DataSource:
                           hint=f"its splits: {available}")
 
 
-def open_source(config: DataConfig, *, progress: Progress | None = None) -> DataSource:
+def open_source(config: DataConfig, *, progress: Progress | None = None,
+                purpose: str = "any") -> DataSource:
     """Opens `config.source`: an image folder, or `tfds:NAME` for tensorflow-datasets.
 
     `progress(done, total)` is called while an image folder's new or changed files are checked
     (a first index of a large folder takes a while; later opens reuse the cached index).
+    `purpose` is one of `PURPOSES`: "classify" refuses data with fewer than two classes,
+    "evaluate" adds the split `all` to a plain class folder.
     """
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {PURPOSES}, not {purpose!r}")
     source = config.source.strip()
     if not source:
         raise VitcliError("no data given", hint="give an image folder or tfds:NAME")
     if source.startswith(TFDS_PREFIX):
         from vitcli.data.tfds_source import open_tfds  # tfds is slow to import
 
-        return open_tfds(source[len(TFDS_PREFIX):].strip(), config)
-    return _open_folder(source, config, progress)
+        opened = open_tfds(source[len(TFDS_PREFIX):].strip(), config)
+    else:
+        opened = _open_folder(source, config, progress, with_all=purpose == "evaluate")
+    if purpose == "classify":
+        _require_two_classes(opened)
+    return opened
+
+
+def _require_two_classes(source: DataSource) -> None:
+    """A classifier of one class learns nothing (every prediction is right): refuse it."""
+    if source.num_classes < 2:
+        found = f" ({source.class_names[0]!r})" if source.class_names else ""
+        raise VitcliError(f"{source.description} has {source.num_classes} class{found}: "
+                          "training a classifier needs at least two",
+                          hint="add a folder per class, or pretrain --objective mpp, which "
+                               "needs no labels")
 
 
 def parse_fraction(text: str) -> float | None:
@@ -118,8 +152,10 @@ def parse_fraction(text: str) -> float | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _open_folder(source: str, config: DataConfig, progress: Progress | None) -> DataSource:
-    """Indexes the folder, works out its layout and builds its splits."""
+def _open_folder(source: str, config: DataConfig, progress: Progress | None, *,
+                 with_all: bool = False) -> DataSource:
+    """Indexes the folder, works out its layout and builds its splits (`with_all`: also `all`,
+    every image of a plain class folder)."""
     root = _existing_folder(source)
     folders = _split_folders(root)
     class_names = _class_names(root, folders)  # layout errors come before the slow index
@@ -132,13 +168,18 @@ def _open_folder(source: str, config: DataConfig, progress: Progress | None) -> 
                           hint="fix or remove them, or leave out --strict to skip them")
     by_split = {name: _class_files(root, folder, class_names, groups)
                 for name, folder in folders.items()}
+    plain = folders == {"train": ""}
+    if plain and with_all:
+        by_split["all"] = by_split["train"]
     if "val" not in by_split and "train" in by_split:
         by_split["train"], held_out = _hold_out(by_split["train"], _holdout_fraction(config))
         if any(held_out):
             by_split["val"] = held_out
     splits = {name: _folder_split(name, index.root, by_split[name])
-              for name in ("train", "val", "test") if name in by_split}
-    return DataSource(f"image folder {source}", class_names, splits, skipped)
+              for name in ("all", "train", "val", "test") if name in by_split}
+    present = [folders[name] for name in ("train", "val", "test") if name in folders]
+    layout = PLAIN_LAYOUT if plain else f"{'/'.join(present)} folders"
+    return DataSource(f"image folder {source}", class_names, splits, skipped, layout=layout)
 
 
 def _existing_folder(source: str) -> Path:
@@ -182,6 +223,8 @@ def _class_names(root: Path, folders: dict[str, str]) -> list[str]:
         names[split] = _subfolders(root / folder)
         if not names[split]:
             raise VitcliError(f"no class folders in {root / folder}", hint=LAYOUT_HINT)
+        for name in names[split]:
+            _check_class_name(root / folder, name)
     for split, classes in names.items():
         extra = sorted(set(classes) - set(names[reference]))
         if extra:
@@ -189,6 +232,15 @@ def _class_names(root: Path, folders: dict[str, str]) -> list[str]:
                 f"{root / folders[split]} has class folders that {reference} lacks: "
                 f"{', '.join(extra)}", hint=f"every class needs a folder in {reference}/")
     return names[reference]
+
+
+def _check_class_name(folder: Path, name: str) -> None:
+    """Refuses a class folder whose name cannot be one line of labels.txt."""
+    if any(unicodedata.category(character) in _LINE_BREAKING_CATEGORIES for character in name):
+        # repr() escapes the offending characters, so the message stays one line.
+        raise VitcliError(f"class folder {name!r} in {folder} has a line break or control "
+                          "character in its name, which labels.txt cannot hold",
+                          hint="rename the folder")
 
 
 def _group_entries(index: FolderIndex, split_layout: bool) -> dict[tuple[str, str], list]:

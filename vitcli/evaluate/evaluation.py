@@ -1,12 +1,20 @@
-"""`vitcli evaluate` as a library call: metrics on a split, confusion files, few-shot probes."""
+"""`vitcli evaluate` as a library call: metrics on a split, confusion files, few-shot probes.
+
+The split evaluated by default is `test`; a plain class folder (no split folders) is
+evaluated on all its images (split `all`), anything else on `val`. Every report starts by
+saying which split and how many images (`split`, `examples`, `headline`). A folder holding
+only some of a run's classes (one, say) is evaluated on those, matched to the run's
+labels.txt by name.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
-from vitcli.config import DataConfig
+from vitcli.config import DataConfig, data_config
 from vitcli.data.pipeline import eval_dataset
 from vitcli.data.sources import DataSource
 from vitcli.errors import VitcliError
@@ -17,10 +25,36 @@ from vitcli.evaluate.metrics import classification_metrics
 
 
 def default_split(source: DataSource) -> str:
-    for name in ("test", "val"):
+    """test, else all (a plain class folder), else val."""
+    for name in ("test", "all", "val"):
         if name in source.splits:
             return name
     raise VitcliError(f"{source.description} has no test or val split to evaluate on")
+
+
+def on_model_classes(source: DataSource, labels: list[str] | None) -> DataSource:
+    """`source` with its examples labelled by the model's class index when its classes are
+    some of the model's (`labels`, e.g. a run's labels.txt) in another numbering; else as
+    it is (evaluate_split then requires the same number of classes)."""
+    names = source.class_names
+    if labels is None or names == labels or not set(names) <= set(labels):
+        return source
+    if not all(split.random_access for split in source.splits.values()):
+        return source  # a sequential (tfds) split cannot be relabelled; its classes are fixed
+    index = [labels.index(name) for name in names]
+    splits = {name: dataclasses.replace(split, labels=[index[label] for label in split.labels])
+              for name, split in source.splits.items()}
+    return dataclasses.replace(source, class_names=list(labels), splits=splits)
+
+
+def headline(source: DataSource, where: str, split: str) -> str:
+    """The first line of a report: the split, its size and the data, e.g. "evaluating on all
+    450 images of ./test_images (a plain class folder)"."""
+    count = source.split(split).num_examples
+    place = f"{where} ({source.layout})" if source.layout else where
+    if split == "all":
+        return f"evaluating on all {count} images of {place}"
+    return f"evaluating on the {split} split ({count} images) of {place}"
 
 
 def evaluate_split(model, source: DataSource, data: DataConfig, split: str, *, batch_size: int,
@@ -61,43 +95,49 @@ def _features(extractor, source: DataSource, data: DataConfig, split: str, batch
 
 def evaluate_few_shot(extractor, source: DataSource, data: DataConfig, split: str,
                       shots: tuple[int, ...], batch_size: int) -> dict:
-    """REFERENCE section 7: closed-form linear probes on frozen features, n per class."""
+    """REFERENCE section 7: closed-form linear probes on frozen features, n per class, tested
+    on `split` (for `all`, which holds the shots, on the held-out `val`)."""
     limit = max(shots) + HELD_OUT_PER_CLASS  # shots + held-out examples for the regulariser
     train = _features(extractor, source, data, "train", batch_size, per_class_limit=limit)
-    test = _features(extractor, source, data, split, batch_size)
+    test = _features(extractor, source, data, few_shot_split(split), batch_size)
     results = few_shot_accuracy(*train, *test, shots=shots)
     return {f"{shot}shot": result for shot, result in results.items()}
+
+
+def few_shot_split(split: str) -> str:
+    """Where few-shot probes are tested: `all` holds the training shots, so its hold-out."""
+    return "val" if split == "all" else split
 
 
 def evaluate_report(model_spec, data_flags: dict, *, split: str | None, batch_size: int,
                     shots: tuple[int, ...], out_dir: Path | None,
                     precision: str = "auto") -> dict:
     """Loads the model and data named on the command line and evaluates it."""
-    import dataclasses
-
     from vitcli.data.sources import open_source
     from vitcli.train.models import feature_model, load_trained
 
     if not data_flags.get("source"):
         raise VitcliError("give --data: the images to evaluate on")
-    data = dataclasses.replace(DataConfig(), **{key: value for key, value in data_flags.items()
-                                                if value is not None})
+    data = data_config(data_flags)  # checked as training checks its data flags
     import tensorflow as tf
 
     from vitcli.train.precision import device_kind, dtype_policy, resolve_precision
 
     device = device_kind(tf.distribute.get_strategy())
     policy = dtype_policy(resolve_precision(precision, device))
-    model, _ = load_trained(model_spec, dtype=None if policy == "float32" else policy)
-    source = open_source(data)
+    model, labels = load_trained(model_spec, dtype=None if policy == "float32" else policy)
+    source = on_model_classes(open_source(data, purpose="evaluate"), labels)
     split = split or default_split(source)
     if out_dir is None:
         base = Path(model_spec) if Path(model_spec).is_dir() else Path(model_spec).parent
         out_dir = base / f"eval-{split}"
-    report = {"model": str(model_spec), "data": source.description}
+    report = {"split": split, "examples": source.split(split).num_examples,
+              "headline": headline(source, data.source, split), "model": str(model_spec),
+              "data": source.description, "layout": source.layout}
     report.update(evaluate_split(model, source, data, split, batch_size=batch_size,
                                  out_dir=out_dir))
     if shots:
+        report["few_shot_split"] = few_shot_split(split)
         report["few_shot"] = evaluate_few_shot(feature_model(model), source, data, split,
                                                shots, batch_size)
     report["skipped"] = [list(item) for item in source.skipped]

@@ -1,4 +1,10 @@
-"""Top-k predictions for image files, batched through tf.data with the evaluation ops."""
+"""Top-k predictions for image files, batched through tf.data with the evaluation ops.
+
+Files are judged by their content with the check training uses (`vitcli.data.index`): a
+folder is indexed (cached, every visible regular file, recursively, its own top level
+included), a file named on its own is checked directly. Whatever is not a usable image (not
+an image, corrupt, or over the pixel limit) is skipped and reported, never decoded.
+"""
 
 from __future__ import annotations
 
@@ -8,56 +14,69 @@ import numpy as np
 import tensorflow as tf
 
 from vitcli.data import ops
+from vitcli.data.index import check_paths, index_folder
 from vitcli.errors import VitcliError
 from vitcli.evaluate.inference import forward_function
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
+Skipped = list[tuple[str, str]]  # (file, why it is not used)
+
+
+def find_images(paths: list[Path]) -> tuple[list[Path], Skipped]:
+    """(the usable images named or found in the folders named, in order; the files skipped)."""
+    found: list[tuple[Path, str | None]] = []
+    named: list[int] = []  # positions in `found` of files named directly, checked together
+    for path in paths:
+        if path.is_dir():
+            index = index_folder(path, top_level=True)
+            found += [(path / entry.path, entry.error) for entry in index.entries]
+        elif path.is_file():
+            named.append(len(found))
+            found.append((path, None))
+        else:
+            raise VitcliError(f"'{path}' does not exist")
+    errors = check_paths([found[position][0] for position in named])
+    for position, error in zip(named, errors, strict=True):
+        found[position] = (found[position][0], error)
+    usable = [file for file, error in found if error is None]
+    skipped = [(str(file), error) for file, error in found if error is not None]
+    if not usable:
+        detail = f" ({len(skipped)} skipped, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped \
+            else ""
+        raise VitcliError("no usable images in " + ", ".join(map(str, paths)) + detail)
+    return usable, skipped
 
 
 def image_files(paths: list[Path]) -> list[Path]:
-    """The image files named, and those found (recursively) in the folders named."""
-    files = []
-    for path in paths:
-        if path.is_dir():
-            files += sorted(file for file in path.rglob("*")
-                            if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file()
-                            and not file.name.startswith("."))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise VitcliError(f"'{path}' does not exist")
-    if not files:
-        raise VitcliError("no image files found in " + ", ".join(map(str, paths)))
-    return files
+    """The usable images named and found (recursively) in the folders named; a file named
+    directly that is not a usable image is an error, one a folder holds is left out."""
+    usable, skipped = find_images(paths)
+    named = {str(path) for path in paths if not path.is_dir()}
+    for file, reason in skipped:
+        if file in named:
+            raise VitcliError(f"cannot read image '{file}': {reason}")
+    return usable
 
 
-def _readable(path: Path) -> str | None:
-    """None when TensorFlow decodes the file, else the reason it does not."""
-    try:
-        ops.decode_image(tf.io.read_file(str(path)))
-        return None
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, ValueError) as error:
-        return str(getattr(error, "message", error)).splitlines()[0]
-
-
-def predict_files(model, files: list[Path], labels: list[str], *, top_k: int = 5,
-                  batch_size: int = 32, eval_crop: str = "resize"):
-    """([{file, predictions: [(label, probability), ...]}], [(file, reason) skipped])."""
-    skipped = [(str(file), reason) for file in files if (reason := _readable(file))]
-    good = [str(file) for file in files if str(file) not in dict(skipped)]
+def predict_files(model, paths: list[Path], labels: list[str], *, top_k: int = 5,
+                  batch_size: int = 32, eval_crop: str = "resize"
+                  ) -> tuple[list[dict], Skipped]:
+    """([{file, predictions: [(label, probability), ...]}], [(file, reason) skipped]) for the
+    image files and folders in `paths`; `top_k` is clamped to the number of classes."""
+    if top_k < 1:
+        raise VitcliError(f"top-k must be at least 1, not {top_k}")
+    files, skipped = find_images(paths)
     transform = ops.eval_transform(eval_crop, model.input_shape[1])
-    dataset = (tf.data.Dataset.from_tensor_slices(good)
+    dataset = (tf.data.Dataset.from_tensor_slices([str(file) for file in files])
                .map(lambda path: transform(ops.decode_image(tf.io.read_file(path))),
                     num_parallel_calls=tf.data.AUTOTUNE)
-               .batch(batch_size).prefetch(tf.data.AUTOTUNE)) if good else []
+               .batch(batch_size).prefetch(tf.data.AUTOTUNE))
     forward = forward_function(model)
-    probabilities = [tf.nn.softmax(tf.cast(forward(images), tf.float32)).numpy()
-                     for images in dataset]
-    probabilities = np.concatenate(probabilities) if probabilities else np.zeros((0, 1))
+    probabilities = np.concatenate([tf.nn.softmax(tf.cast(forward(images), tf.float32)).numpy()
+                                    for images in dataset])
     k = min(top_k, probabilities.shape[-1])
     rows = []
-    for path, row in zip(good, probabilities, strict=True):
+    for file, row in zip(files, probabilities, strict=True):
         order = np.argsort(-row, kind="stable")[:k]
-        rows.append({"file": path,
+        rows.append({"file": str(file),
                      "predictions": [(labels[index], float(row[index])) for index in order]})
     return rows, skipped

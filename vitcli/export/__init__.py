@@ -14,6 +14,14 @@ from pathlib import Path
 FORMATS = ("savedmodel", "keras", "tflite", "onnx", "npz")
 
 
+def check_format(fmt: str) -> None:
+    """Refuses an unknown format in one line; importable before TensorFlow starts."""
+    from vitcli.errors import VitcliError
+
+    if fmt not in FORMATS:
+        raise VitcliError(f"unknown export format '{fmt}'; use one of {', '.join(FORMATS)}")
+
+
 @dataclass
 class ExportResult:
     """What an export wrote and how closely the reloaded artefact matched the Keras model."""
@@ -24,7 +32,7 @@ class ExportResult:
     details: dict = field(default_factory=dict)
 
 
-__all__ = ["FORMATS", "ExportResult", "export_model"]
+__all__ = ["FORMATS", "ExportResult", "check_format", "export_model"]
 
 
 def __getattr__(name: str):

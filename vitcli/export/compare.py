@@ -9,8 +9,6 @@ and ONNX run other kernels (XNNPACK, onnxruntime) and fuse ops differently.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -18,9 +16,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import vitcli
 from vitcli.data import ops
 from vitcli.errors import VitcliError
+from vitcli.processes import run_module
 
 TOLERANCES = {"savedmodel": 1e-4, "keras": 1e-4, "npz": 1e-4, "tflite": 1e-3, "onnx": 1e-3}
 NUM_EXAMPLES = 2
@@ -61,24 +59,19 @@ def keras_logits(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
 
 
 def _fresh_environment() -> dict[str, str]:
-    environment = dict(os.environ)
-    package_root = str(Path(vitcli.__file__).resolve().parents[1])
-    environment["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [package_root, environment.get("PYTHONPATH")]))
     # The exporting process may hold the whole GPU; the check runs on the CPU anyway.
-    environment["CUDA_VISIBLE_DEVICES"] = "-1"
-    return environment
+    return dict(os.environ, CUDA_VISIBLE_DEVICES="-1")
 
 
 def run_in_fresh_process(fmt: str, artefact: Path, inputs: dict) -> dict[str, np.ndarray]:
-    """The artefact's outputs on `inputs`, from `python -m vitcli.export.verify`."""
+    """The artefact's outputs on `inputs`, from `python -m vitcli.export.verify` in a process
+    that takes no code from the working directory (`vitcli.processes.run_module`)."""
     with tempfile.TemporaryDirectory(prefix="vitcli-verify-") as folder:
         inputs_path, outputs_path = Path(folder, "inputs.npz"), Path(folder, "outputs.npz")
         np.savez(inputs_path, **inputs)
-        command = [sys.executable, "-m", "vitcli.export.verify", fmt, str(artefact),
-                   str(inputs_path), str(outputs_path)]
-        finished = subprocess.run(command, capture_output=True, text=True,
-                                  env=_fresh_environment())
+        # Absolute paths: the fresh process runs in a temporary folder of its own.
+        arguments = [fmt, artefact.absolute(), inputs_path, outputs_path]
+        finished = run_module("vitcli.export.verify", arguments, environment=_fresh_environment())
         if finished.returncode != 0:
             lines = [line for line in finished.stderr.splitlines() if line.strip()]
             reason = lines[-1] if lines else f"exit code {finished.returncode}"

@@ -1,21 +1,25 @@
-"""`export_model`: picks the destination, writes the format at a temporary path beside it,
-verifies it in a fresh process and renames it into place."""
+"""`export_model`: picks the destination, locks its folder, checks what it would replace,
+writes the format at a temporary path beside it, verifies it in a fresh process and renames
+it into place."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import keras
 
 from vitcli.errors import VitcliError
-from vitcli.export import FORMATS, ExportResult
+from vitcli.export import ExportResult, check_format
 from vitcli.export.compare import TOLERANCES, measure
 from vitcli.export.native import write_keras, write_npz
 from vitcli.export.onnx import write_onnx
 from vitcli.export.savedmodel import next_version, write_savedmodel
-from vitcli.export.staging import staged
+from vitcli.export.staging import locked_folder, staged
+from vitcli.export.targets import check_protected, check_replaceable
 from vitcli.export.tflite import write_tflite
+from vitcli.files import reports_full_disk
 
 SUFFIXES = {"keras": ".keras", "tflite": ".tflite", "onnx": ".onnx", "npz": ".npz"}
 DEFAULT_FILE_NAME = "model"
@@ -26,12 +30,12 @@ FILE_WRITERS = {"keras": write_keras, "tflite": write_tflite, "onnx": write_onnx
 
 def _check_arguments(model: keras.Model, fmt: str, labels: list[str], eval_crop: str,
                      top_k: int) -> None:
-    if fmt not in FORMATS:
-        raise VitcliError(f"unknown export format '{fmt}'", hint=f"use one of {', '.join(FORMATS)}")
+    check_format(fmt)
     num_classes = model.output_shape[-1]
     if len(labels) != num_classes:
-        raise VitcliError(f"{len(labels)} labels for a model with {num_classes} classes",
-                          hint="give one label per class, in class-index order")
+        # The remedy is in the message, not a hint: a bad input is one line.
+        raise VitcliError(f"{len(labels)} labels for a model with {num_classes} classes; "
+                          f"give one label per class, in class-index order")
     if any("\n" in label or "\r" in label for label in labels):
         raise VitcliError("a label contains a line break (labels are stored one per line)")
     if eval_crop not in EVAL_CROPS:
@@ -47,14 +51,17 @@ def destination_of(fmt: str, out: Path) -> Path:
     if fmt == "savedmodel":
         if out.exists() and not out.is_dir():
             raise VitcliError(f"'{out}' is a file; a SavedModel export needs a folder")
-        return out / str(next_version(out))
+        version = next_version(out)
+        while (out / str(version)).exists():  # a file named like the next version
+            version += 1
+        return out / str(version)
     suffix = SUFFIXES[fmt]
     if out.is_dir():
         return out / f"{DEFAULT_FILE_NAME}{suffix}"
     if not out.suffix:
         return out.with_suffix(suffix)
     if out.suffix != suffix:
-        raise VitcliError(f"a {fmt} export is a '{suffix}' file, not '{out.name}'",
+        raise VitcliError(f"{fmt} exports are '{suffix}' files, not '{out.name}'",
                           hint=f"use e.g. --out {out.with_suffix(suffix)}")
     return out
 
@@ -94,19 +101,34 @@ def _size_bytes(path: Path) -> int:
 
 def export_model(model: keras.Model, fmt: str, out, *, labels: list[str],
                  eval_crop: str = "resize", top_k: int = 5, verify: bool = True,
-                 log=None) -> ExportResult:
+                 log=None, overwrite: bool = True,
+                 protect: Mapping[Path, str] | None = None) -> ExportResult:
     """Exports `model` as `fmt` at `out` (see `destination_of`), verified against `model`
-    in a fresh process unless `verify` is False; `log(line)` receives progress lines."""
+    in a fresh process unless `verify` is False; `log(line)` receives progress lines.
+
+    The destination's folder is locked while the export is written. Without `overwrite`
+    (the CLI's default; this function's is True, as for `model.save`) only a previous
+    export of the same format is replaced (see `vitcli.export.targets`); nothing is ever
+    written to or into the `protect` paths, which map to what they are for the refusal
+    (the CLI's: the source model and its run's checkpoints).
+    """
     log = log or (lambda line: None)
     labels = [str(label) for label in labels]
     _check_arguments(model, fmt, labels, eval_crop, top_k)
-    destination = destination_of(fmt, Path(out))
+    out = Path(out)
+    destination = destination_of(fmt, out)
+    check_protected(destination, protect or {})
+    what = "SavedModel base" if fmt == "savedmodel" else "export folder"
     check = {"max_abs_diff": math.nan}
-    with staged(destination) as temporary:
-        log(f"writing {fmt} to {destination}")
-        details = _write(model, fmt, temporary, labels, eval_crop, top_k)
-        if verify:
-            check = _verify(model, fmt, temporary, destination, labels, eval_crop, log)
+    with reports_full_disk(destination), locked_folder(destination.parent, what):
+        # Again under the lock: a concurrent export may have added a version meanwhile.
+        destination = destination_of(fmt, out)
+        check_replaceable(fmt, destination, overwrite)
+        with staged(destination) as temporary:
+            log(f"writing {fmt} to {destination}")
+            details = _write(model, fmt, temporary, labels, eval_crop, top_k)
+            if verify:
+                check = _verify(model, fmt, temporary, destination, labels, eval_crop, log)
     details.update({key: value for key, value in check.items() if key != "max_abs_diff"},
                    verified=verify, size_bytes=_size_bytes(destination))
     if fmt == "savedmodel":

@@ -4,11 +4,13 @@ Keras can write an invalid file without complaint (exact GELU, for one); the ver
 step runs `onnx.checker` and onnxruntime on the result, which catches that.
 
 An .onnx file is one protobuf message, and protobuf caps a message at 2 GiB. Larger models
-need ONNX's external data (weights in side files), which Keras' exporter does not write:
-it calls tf2onnx without `large_model`, whose output would be a zip archive rather than an
-.onnx file anyway, and the freezing of the graph before it hits TensorFlow's own 2 GiB
-GraphDef limit. So a model whose weights alone reach the limit (vit-h14: 632 M parameters,
-2.35 GiB) is refused before any conversion work, in one line naming the formats that do work.
+need ONNX's external data (weights in side files), which Keras' exporter does not write: it
+calls tf2onnx without `large_model` (whose output is a zip archive, not an .onnx file), and
+tf2onnx first freezes the weights into a TensorFlow GraphDef, itself a protobuf under the
+same limit. Keras passed `large_model` automatically for a while (keras-team/keras#22825) and
+reverted it because it did not help (#22954). So a model whose weights alone reach the limit
+(vit-h14: 632 M parameters, 2.35 GiB) is refused before any conversion work, in one line
+naming the formats that do work.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""Write-then-rename: an artefact is built at a temporary path beside its destination and
-moved into place only once it has been verified, so a failed or interrupted export never
-leaves a half-written artefact behind."""
+"""Write-then-rename under a lock: the folder an export goes into is locked while the export
+is written, the artefact is built at a hidden temporary path beside its destination and
+moved into place only once it has been verified, so a failed or interrupted export (Ctrl-C,
+or SIGTERM under `vitcli.files.terminate_as_interrupt`) never leaves a half-written
+artefact or the folders made for it behind."""
 
 from __future__ import annotations
 
@@ -8,17 +10,22 @@ import os
 import secrets
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from vitcli.errors import VitcliError
+from vitcli.files import DirectoryLock
 
-def _missing_folders(path: Path) -> list[Path]:
-    """The ancestors of `path` that do not exist yet, deepest first."""
+PARTIAL = ".partial"  # in every temporary's name, so tests and people can spot one
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """`folder` and its ancestors that do not exist yet, deepest first."""
     missing = []
-    for parent in path.parents:
-        if parent.exists():
+    for path in (folder, *folder.parents):
+        if path.exists() or path.is_symlink():
             break
-        missing.append(parent)
+        missing.append(path)
     return missing
 
 
@@ -30,24 +37,82 @@ def remove_path(path: Path) -> None:
         path.unlink()
 
 
+def _without_interruption(clean_up) -> None:
+    """Runs `clean_up()` to the end even if Ctrl-C or SIGTERM arrive meanwhile (a second
+    signal must not leave half a temporary behind), then re-raises the interruption."""
+    interrupted = False
+    while True:
+        try:
+            clean_up()
+            break
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
+        raise KeyboardInterrupt
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Removes those of `folders` (deepest first) that are empty; another export may have
+    put something into one meanwhile, which then stays."""
+    for folder in folders:
+        with suppress(OSError):
+            folder.rmdir()
+
+
+def _check_creatable(folder: Path) -> None:
+    """A one-line refusal when `folder` is, or would be below, something that is not a
+    folder (`--out notes.txt/model.onnx`)."""
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if existing == folder and not existing.is_dir():
+        raise VitcliError(f"cannot write into {folder}: it is a file, not a folder")
+    if not existing.is_dir():
+        raise VitcliError(f"cannot create {folder}: {existing} is a file, not a folder")
+
+
+@contextmanager
+def locked_folder(folder: Path, what: str = "export folder") -> Iterator[None]:
+    """Creates `folder` if needed and holds its `DirectoryLock` for the block (a second
+    export into it is refused in one line naming this one); if the block fails, the
+    folders created here are removed again."""
+    _check_creatable(folder)
+    created = _missing_folders(folder)
+    succeeded = False
+    try:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            lock = DirectoryLock(folder, what=what).acquire()
+        except OSError as error:  # read-only, /proc, no permission: one line, not a traceback
+            raise VitcliError(f"cannot write to {folder}: {error.strerror or error}") from None
+        try:
+            yield
+            succeeded = True
+        finally:
+            lock.release()  # first: the lock file is in the folder that may be removed
+    finally:
+        if not succeeded:
+            _without_interruption(lambda: _remove_empty(created))
+
+
 @contextmanager
 def staged(destination: Path) -> Iterator[Path]:
     """Yields a temporary path beside `destination` (same suffix, as converters check it)
-    and renames it to `destination` when the block succeeds; on any failure, Ctrl-C
-    included, the temporary path and the folders created for it are removed."""
-    created = _missing_folders(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    and renames it to `destination` when the block succeeds; on any failure, Ctrl-C and
+    SIGTERM included, the temporary path and the folders created for it are removed."""
+    created = _missing_folders(destination.parent)
     # A leading dot and a non-integer name: TF Serving ignores it while it is being written.
     temporary = destination.parent / (
-        f".{destination.stem}.{secrets.token_hex(4)}.partial{destination.suffix}")
+        f".{destination.stem}.{secrets.token_hex(4)}{PARTIAL}{destination.suffix}")
     succeeded = False
     try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
         yield temporary
-        os.replace(temporary, destination)
+        try:
+            os.replace(temporary, destination)
+        except OSError as error:
+            raise VitcliError(f"cannot move the export into place at {destination}: "
+                              f"{error.strerror or error}") from None
         succeeded = True
     finally:
-        remove_path(temporary)
+        _without_interruption(lambda: remove_path(temporary))
         if not succeeded:
-            for folder in created:
-                if folder.is_dir() and not any(folder.iterdir()):
-                    folder.rmdir()
+            _without_interruption(lambda: _remove_empty(created))

@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vitcli.config import DataConfig
+from vitcli.config import DataConfig, check_value
 from vitcli.errors import VitcliError
 from vitcli.inspect import figures
 from vitcli.inspect.attention import AttentionExtractor, attention_weights, token_layout
@@ -27,21 +27,26 @@ EVAL_CROP = DataConfig.eval_crop  # images are prepared exactly as evaluation pr
 SPLIT_PREFERENCE = ("val", "test", "train")  # held-out images first: what the model did not fit
 
 
-def load_images(files: list[Path], image_size: int, eval_crop: str = EVAL_CROP) -> np.ndarray:
-    """(N, S, S, 3) float32 pixels in [0, 255], prepared as for evaluation."""
+def _decoded(file: Path):
+    """The image in `file` (uint8, H x W x 3), or a one-line error naming the file."""
     import tensorflow as tf
 
     from vitcli.data import ops
 
-    transform = ops.eval_transform(eval_crop, image_size)
-    images = []
-    for file in files:
-        try:
-            images.append(transform(ops.decode_image(tf.io.read_file(str(file)))).numpy())
-        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, ValueError) as error:
-            reason = str(getattr(error, "message", error)).splitlines()[0]
-            raise VitcliError(f"cannot read image '{file}': {reason}") from None
-    return np.stack(images)
+    try:
+        return ops.decode_image(tf.io.read_file(str(file)))
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, ValueError) as error:
+        reason = str(getattr(error, "message", error)).splitlines()[0]
+        raise VitcliError(f"cannot read image '{file}': {reason}") from None
+
+
+def load_images(files: list[Path], image_size: int, eval_crop: str = EVAL_CROP) -> np.ndarray:
+    """(N, S, S, 3) float32 pixels in [0, 255], prepared as for evaluation."""
+    from vitcli.data import ops
+
+    transform = ops.eval_transform(check_value(DataConfig, "eval_crop", eval_crop, None),
+                                   image_size)
+    return np.stack([transform(_decoded(file)).numpy() for file in files])
 
 
 def unique_names(files: list[Path]) -> list[str]:
@@ -58,6 +63,10 @@ def write_attention_figures(model: keras.Model, files: list[Path], out_dir: Path
                             batch_size: int = DEFAULT_BATCH_SIZE) -> list[Path]:
     """`<image>_attention.png` (rollout overlay) per image, and `<image>_layers.png`
     (each layer's class-token attention) with `per_layer`."""
+    if batch_size < 1:
+        raise VitcliError(f"batch size must be at least 1, got {batch_size}")
+    for file in files:  # every image readable before the first figure is written
+        _decoded(file)
     layout, extractor = token_layout(model), AttentionExtractor(model)
     row_name = "class-token attention" if layout.num_prefix_tokens else "mean attention"
     names, written = unique_names(files), []
@@ -141,6 +150,8 @@ def write_distance_outputs(model: keras.Model, data: dict, out_dir: Path, *, nam
         raise VitcliError("give --data: the images to measure attention distances on")
     if count < 1:
         raise VitcliError(f"--images must be at least 1, got {count}")
+    if batch_size < 1:
+        raise VitcliError(f"batch size must be at least 1, got {batch_size}")
     config = dataclasses.replace(DataConfig(), **{key: value for key, value in data.items()
                                                   if value is not None})
     batches = sample_batches(config, model.input_shape[1], count, split=split,

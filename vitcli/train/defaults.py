@@ -117,17 +117,16 @@ def start_weights(config: RunConfig) -> tuple[RunConfig, str | None]:
 
 
 def fetch_start_weights(config: RunConfig, progress=None) -> tuple[RunConfig, str | None]:
-    """`start_weights`, then the named or URL checkpoint fetched into the cache now: called
-    before TensorFlow starts, so an offline machine learns in seconds where to put the
-    file. Local paths and run directories are checked when the model is loaded."""
+    """`start_weights`, then the named or URL checkpoint fetched into the cache now (and a
+    missing local file refused): called before TensorFlow starts and before the data is
+    indexed, so a wrong --weights or an offline machine is one line within seconds. Local
+    files and run directories are read when the model is loaded."""
     config, line = start_weights(config)
-    spec = config.weights
-    if spec:
+    if config.weights:
         from pathlib import Path
 
-        from vitcli.weights.hub import PRETRAINED, resolve_weights
+        from vitcli.weights.hub import resolve_weights
 
-        named = spec in PRETRAINED or spec.lower() in PRETRAINED
-        if not Path(spec).expanduser().exists() and (named or "://" in spec):
-            resolve_weights(spec, progress=progress)
+        if not Path(config.weights).expanduser().exists():
+            resolve_weights(config.weights, progress=progress)
     return config, line

@@ -33,25 +33,36 @@ KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 BUDGET_ENV = "VITCLI_MEMORY_BUDGET"
 DEFAULT_SAFETY = 0.8  # fraction of the budget a plan may use: the estimate is not exact
 
-# --- Per-image activation memory, in values (not bytes) per image. -------------------------
-# Fitted to measured peak RSS (benchmarks/memory_calibration.json); see the module docstring.
-# Per encoder block, kept for the backward pass: coefficients of T*D, T*M and H*T^2.
-BLOCK_LOW = (14.0, 8.0, 2.0)  # tensors in the compute dtype (16 bits under bf16/fp16)
-BLOCK_F32 = (10.0, 0.0, 3.0)  # tensors that stay float32: LayerNorm, softmax
-# The backward pass of one block holds its gradients besides what is kept: T*M and H*T^2.
-BACKWARD_F32 = (0.0, 6.0, 6.0)
-EMBED_VALUES_PER_TOKEN = 6.0  # x T*D: patch embedding, class token, position embedding
-PIXEL_COPIES = 8.0  # x H*W*3 float32: the input batch, its conversions and prefetched copies
-STEM_VALUES_PER_ACTIVATION = 8.0  # x each ResNet conv output: conv, GroupNorm, ReLU (float32)
-REMAT_KEPT_PER_BLOCK = 2.0  # x T*D values kept per block with remat: its input and output
+# --- Per-image activation memory. ---------------------------------------------------------
+# Bytes per image for each element of an encoder block's (T*D, T*M, H*T^2) activations, kept
+# for the backward pass; T tokens, D width, M MLP width, H heads. Least-squares fits to the
+# measured peak RSS (benchmarks/memory_calibration.json). "16" is bf16/fp16: matmuls and the
+# MLP keep 16-bit tensors, but LayerNorm and the softmax run in float32 and the casts around
+# them keep extra copies, so the attention term costs more than in fp32 (measured: 7.9 vs 4.1).
+BLOCK_BYTES = {"fp32": (37.2, 21.1, 4.2), "16": (22.9, 10.6, 7.9)}
+# The backward pass of one block at a time: its gradients (mostly T*M sized) besides the above.
+BACKWARD_BYTES = {"fp32": (0.0, 40.3, 0.0), "16": (0.0, 20.2, 0.0)}
+PIXEL_BYTES = 24.0  # per H*W*3 input value: the float32 batch, its copies and prefetched ones
+# Per value of each ResNet conv output (conv, GroupNorm in float32, ReLU): fitted on r-vit-ti16.
+STEM_BYTES = 20.0
+# The fits' worst under-estimate was 9% (vit-s16 at 224): every estimate is raised by this
+# factor so that all calibrated configurations come out at or above their measurement.
+ESTIMATE_MARGIN = 1.15
 
 # --- Fixed memory: parameters, gradients, optimizer state, the framework itself. -----------
-# Gradient-sized float32 buffers alive during a step: the micro-batch's gradients, their
-# accumulated sum, and the clipped / divided copies handed to the optimizer.
-GRADIENT_COPIES = 3.0
-# The process's own footprint with a tiny model (TensorFlow, Keras, vitcli, the traced step),
-# measured as peak RSS on the CPU; on accelerators the runtime's workspace on the device.
-FRAMEWORK_BYTES = {"cpu": 1200 * MIB, "gpu": 1 * GIB, "tpu": 512 * MIB}
+# Gradient-sized float32 buffers alive at the end of a step besides the weights: the
+# micro-batch's gradients and the clipped copy handed to the optimizer (measured: 16.2 bytes
+# per parameter for weights + SGD momentum + these); accumulating micro-batches adds a sum.
+GRADIENT_COPIES = 2
+COMPUTE_COPY_BYTES = 2  # bf16/fp16: the 16-bit copy of each weight the forward pass keeps
+REMAT_BYTES_PER_PARAMETER = 3  # measured: vit-b16 +189 MiB fixed with remat (2.2 / param)
+# The process without a model: TensorFlow, Keras and vitcli (peak RSS on the CPU, fitted with
+# the per-block term below); on accelerators the runtime's own workspace on the device.
+FRAMEWORK_BYTES = {"cpu": 800 * MIB, "gpu": 1 * GIB, "tpu": 512 * MIB}
+# Host memory per encoder block of the traced training step (graph, gradient graph, kernels):
+# 10.3 MiB measured, +4.7 MiB with remat's recomputation. On accelerators it stays on the host.
+GRAPH_BYTES_PER_BLOCK = {"cpu": 12 * MIB, "gpu": 0, "tpu": 0}
+REMAT_GRAPH_BYTES_PER_BLOCK = {"cpu": 6 * MIB, "gpu": 0, "tpu": 0}
 
 # --- Device memory where it cannot be read. ------------------------------------------------
 # A TPU core's HBM (v3: 16 GiB per core, v4: 32 GiB per chip); v2 cores have 8 GiB and need
@@ -61,13 +72,14 @@ TPU_CORE_BYTES = 16 * GIB
 # (T4, V100-16GB); a larger one is used fully by setting VITCLI_MEMORY_BUDGET.
 GPU_FALLBACK_BYTES = 16 * GIB
 _NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a huge number
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
-def _bytes_per_value(precision: str) -> int:
-    """Bytes of an activation in the compute dtype: 2 under bf16/fp16, else 4."""
-    if precision not in ("fp32", "bf16", "fp16"):
+def _family(precision: str) -> str:
+    """"fp32", or "16" for bf16 and fp16 (same tensor sizes, same float32 islands)."""
+    if precision not in PRECISIONS:
         raise VitcliError(f"unknown precision '{precision}'", hint="use fp32, bf16 or fp16")
-    return 2 if precision in ("bf16", "fp16") else 4
+    return "fp32" if precision == "fp32" else "16"
 
 
 def _dot(coefficients, sizes) -> float:
@@ -81,54 +93,58 @@ def _block_sizes(config: ModelConfig) -> tuple[int, int, int]:
             config.num_heads * tokens * tokens)
 
 
-def _stem_activations(config: ModelConfig) -> int:
-    """Values of every conv output of the ResNet stem for one image (0 without a stem)."""
+def _stem_activations(config: ModelConfig) -> tuple[int, list[int], list[int]]:
+    """Conv output values of the ResNet stem for one image: (root conv and max-pool, each
+    stage's, each stage's input). All zero without a stem."""
     if config.resnet is None:
-        return 0
+        return 0, [], []
     width = 64 * config.resnet.width_factor
     size = config.image_size // 2
-    total = size * size * width  # the root conv
-    size //= 2
-    total += size * size * width  # the max-pool
+    root = size * size * width + (size // 2) ** 2 * width  # the root conv, the max-pool
+    size, channels = size // 2, width
+    stages, inputs = [], []
     for stage, num_units in enumerate(config.resnet.layers):
-        features = width * 2**stage
+        features, values = width * 2**stage, 0
+        inputs.append(size * size * channels)
         for unit in range(num_units):
             out_size = size // 2 if stage > 0 and unit == 0 else size
-            total += size * size * features + out_size * out_size * 5 * features
+            values += size * size * features + out_size * out_size * 5 * features
             if unit == 0:
-                total += out_size * out_size * 4 * features  # the projected shortcut
-            size = out_size
-    return total
+                values += out_size * out_size * 4 * features  # the projected shortcut
+            size, channels = out_size, 4 * features
+        stages.append(values)
+    return root, stages, inputs
 
 
-def _block_bytes(config: ModelConfig, low: int) -> float:
-    """What one encoder block keeps for the backward pass, per image."""
-    sizes = _block_sizes(config)
-    return _dot(BLOCK_LOW, sizes) * low + _dot(BLOCK_F32, sizes) * 4
+def _stem_bytes(config: ModelConfig, remat: bool) -> float:
+    """The stem's activations; with remat its stages keep only their inputs (float32 here:
+    the stem's GroupNorms) and recompute one stage at a time."""
+    root, stages, inputs = _stem_activations(config)
+    if remat:
+        return STEM_BYTES * (root + max(stages, default=0)) + 4 * sum(inputs)
+    return STEM_BYTES * (root + sum(stages))
 
 
 def training_bytes_per_image(config: ModelConfig, precision: str = "fp32",
                              remat: bool = False) -> int:
     """The memory one more image in the micro-batch costs during a training step.
 
-    Activations kept for the backward pass (every encoder block's, or with `remat` only the
-    blocks' inputs plus one block recomputed at a time), the backward pass's transients,
-    the patch embedding, the ResNet stem's feature maps and the input pixels. Under
-    bf16/fp16 most tensors take 2 bytes, but LayerNorm and the attention softmax run in
-    float32 (vitcli.models.layers), so attention-heavy configs save less than half.
+    Every encoder block's activations kept for the backward pass (with `remat`: only each
+    block's input, plus one block recomputed at a time), one block's backward transients,
+    the ResNet stem's feature maps and the input pixels; raised by ESTIMATE_MARGIN.
     """
-    low = _bytes_per_value(precision)
+    family = _family(precision)
     sizes = _block_sizes(config)
-    block = _block_bytes(config, low)
+    block = _dot(BLOCK_BYTES[family], sizes)
     if remat:
-        blocks = config.depth * REMAT_KEPT_PER_BLOCK * sizes[0] * low + block
+        kept = sizes[0] * (4 if family == "fp32" else 2)  # the block's input, the residual
+        blocks = config.depth * kept + block
     else:
         blocks = config.depth * block
-    transients = _dot(BACKWARD_F32, sizes) * 4
-    embedding = EMBED_VALUES_PER_TOKEN * sizes[0] * low
-    pixels = PIXEL_COPIES * config.image_size**2 * 3 * 4
-    stem = STEM_VALUES_PER_ACTIVATION * _stem_activations(config) * 4
-    return math.ceil(blocks + transients + embedding + pixels + stem)
+    backward = _dot(BACKWARD_BYTES[family], sizes)
+    pixels = PIXEL_BYTES * config.image_size**2 * 3
+    total = blocks + backward + pixels + _stem_bytes(config, remat)
+    return math.ceil(ESTIMATE_MARGIN * total)
 
 
 def parameter_count(config: ModelConfig) -> int:
@@ -139,23 +155,24 @@ def parameter_count(config: ModelConfig) -> int:
 
 def fixed_training_bytes(config: ModelConfig, optimizer: str = "sgd",
                          momentum_dtype: str = "float32", accum: bool = True, *,
-                         ema: bool = False, device: str = "cpu") -> int:
-    """Memory a training step needs whatever the micro-batch: float32 parameters, gradient
-    buffers (GRADIENT_COPIES, one more to accumulate micro-batches), optimizer slots (SGD:
-    one momentum; Adam: two moments, the first in `momentum_dtype`), an EMA copy, and the
-    framework's own footprint on `device`."""
+                         precision: str = "fp32", remat: bool = False, ema: bool = False,
+                         device: str = "cpu") -> int:
+    """Memory a training step needs whatever the micro-batch: float32 weights, gradient
+    buffers (GRADIENT_COPIES, one more when micro-batches are accumulated), optimizer slots
+    (SGD: one momentum; Adam: two moments, the first in `momentum_dtype`), an EMA copy,
+    16-bit weight copies under bf16/fp16, and the framework and traced graph on `device`."""
     if optimizer not in ("sgd", "adam", "adamw"):
         raise VitcliError(f"unknown optimizer '{optimizer}'", hint="use sgd or adamw")
-    first_moment = 2 if momentum_dtype == "bfloat16" else 4
-    slots = first_moment + (4 if optimizer in ("adam", "adamw") else 0)
-    per_parameter = 4 + 4 * (GRADIENT_COPIES + (1 if accum else 0)) + slots + (4 if ema else 0)
-    return math.ceil(parameter_count(config) * per_parameter + _framework_bytes(device))
-
-
-def _framework_bytes(device: str) -> int:
     if device not in FRAMEWORK_BYTES:
         raise VitcliError(f"unknown device '{device}'", hint="use cpu, gpu or tpu")
-    return FRAMEWORK_BYTES[device]
+    first_moment = 2 if momentum_dtype == "bfloat16" else 4
+    slots = first_moment + (4 if optimizer in ("adam", "adamw") else 0)
+    per_parameter = (4 + 4 * (GRADIENT_COPIES + accum) + slots + 4 * ema
+                     + COMPUTE_COPY_BYTES * (_family(precision) == "16")
+                     + REMAT_BYTES_PER_PARAMETER * remat)
+    graph = GRAPH_BYTES_PER_BLOCK[device] + REMAT_GRAPH_BYTES_PER_BLOCK[device] * remat
+    return math.ceil(parameter_count(config) * per_parameter + FRAMEWORK_BYTES[device]
+                     + config.depth * graph)
 
 
 # --- The budget. ----------------------------------------------------------------------------
@@ -425,14 +442,16 @@ def checkpoint_layer(layer) -> None:
 
         seeds = [variable for variable in layer.variables
                  if variable.name == "seed_generator_state"]
+        # Captured, not passed: tf.recompute_grad watches its arguments, and integer ones
+        # make it log a warning per block.
+        states = [tf.identity(variable.value) for variable in seeds]
 
-        def forward(tensor, *seed_values):
-            for variable, value in zip(seeds, seed_values, strict=True):
-                variable.assign(value)
+        def forward(tensor):
+            for variable, state in zip(seeds, states, strict=True):
+                variable.assign(state)
             return original(tensor, **kwargs)
 
-        states = [tf.identity(variable.value) for variable in seeds]
-        return tf.recompute_grad(forward)(inputs, *states)
+        return tf.recompute_grad(forward)(inputs)
 
     layer.call = call
     layer._vitcli_checkpointed = True

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import keras
 
-from vitcli.config import RunConfig, check_objective
+from vitcli.config import ModelConfig, RunConfig, check_objective
 from vitcli.errors import VitcliError
 from vitcli.models.registry import decode_variant, match_variant
 from vitcli.models.vit import build_vit
@@ -27,17 +27,43 @@ def resolve_model_path(spec: str, progress=None) -> Path:
     return resolve_weights(spec, progress=progress)
 
 
+# What a variant's row fixes, as (ModelConfig field, the word `vitcli models` uses).
+ARCHITECTURE = (("hidden_size", "width"), ("depth", "depth"), ("num_heads", "heads"),
+                ("mlp_dim", "MLP"), ("patch_size", "patch"), ("resnet", "stem"))
+
+
+def _architecture_value(config: ModelConfig, field: str) -> str:
+    value = getattr(config, field)
+    if field == "resnet":
+        return "none" if value is None else "-".join(map(str, value.layers)) or "root"
+    return str(value)
+
+
+def check_model_flag(name: str, checkpoint: ModelConfig) -> None:
+    """Refuses a --model whose row differs from the checkpoint's architecture, always (not
+    only when the checkpoint is itself a registry variant)."""
+    row = decode_variant(name)
+    differences = [f"{word} {_architecture_value(checkpoint, field)} (not "
+                   f"{_architecture_value(row, field)})" for field, word in ARCHITECTURE
+                   if getattr(checkpoint, field) != getattr(row, field)]
+    if differences:
+        known = match_variant(checkpoint)
+        raise VitcliError(f"--model {name} does not match the checkpoint"
+                          f"{f' (a {known})' if known else ''}: {', '.join(differences)}",
+                          hint="drop --model: the architecture is read from the file")
+
+
 def _from_checkpoint(config: RunConfig, num_classes: int,
                      dtype) -> tuple[keras.Model, list[str]]:
+    if config.model:
+        decode_variant(config.model)  # an unknown name is an error before any loading
     dropout = 0.0 if config.dropout is None else config.dropout  # REFERENCE: fine-tune at 0
     model, report = load_checkpoint_with_report(
         resolve_model_path(config.weights), image_size=config.image_size,
         num_classes=num_classes, dropout=dropout, dtype=dtype,
     )
-    if config.model and match_variant(report.config) not in (None, config.model.lower()):
-        raise VitcliError(f"--model {config.model} does not match the checkpoint, which is "
-                          f"a {match_variant(report.config)}",
-                          hint="drop --model: the architecture is read from the file")
+    if config.model:
+        check_model_flag(config.model, report.config)
     return model, [f"weights: {config.weights}", *report.lines()]
 
 

@@ -8,6 +8,7 @@ derived length, warm-up, learning rate and crop, the model, the batch plan) and 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import tempfile
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from vitcli.config import RunConfig
 from vitcli.data.pipeline import train_dataset
 from vitcli.data.sources import DataSource, open_source
 from vitcli.errors import VitcliError
+from vitcli.files import DiskFullError, is_full_disk, terminate_as_interrupt
 from vitcli.train import defaults
 from vitcli.train.batching import GIB, BatchPlan, plan_batch
 from vitcli.train.callbacks import TrainingCallbacks
@@ -94,7 +96,9 @@ def _derive_crop(config: RunConfig, source: DataSource):
 
 
 def _open_data(config: RunConfig, callbacks: TrainingCallbacks) -> DataSource:
-    source = open_source(config.data)
+    # A classifier needs two classes; masked patch prediction learns from any images.
+    purpose = "classify" if config.objective == "classification" else "any"
+    source = open_source(config.data, purpose=purpose)
     if source.skipped:
         listing = "".join(f"\n    {path} ({reason})" for path, reason in source.skipped)
         callbacks.on_message(f"warning: skipped {len(source.skipped)} unreadable "
@@ -227,24 +231,39 @@ def _out_of_memory(batch: BatchPlan, error: Exception) -> VitcliError:
         "a smaller --res, or set VITCLI_MEMORY_BUDGET below the device's memory")
 
 
-def run_training(config: RunConfig, callbacks: TrainingCallbacks | None = None) -> dict:
-    """Trains (or resumes) the run of `config`; returns a summary dict."""
-    callbacks = callbacks or TrainingCallbacks()
-    run = prepare_run(config, callbacks)
+def _claimed(run: PreparedRun, run_dir: RunDirectory, callbacks: TrainingCallbacks):
+    """The chief owns the run directory (checked, created, locked, cleaned up on a failed
+    start); other workers only read its checkpoints (shared storage)."""
+    if not is_chief(run.strategy):
+        return contextlib.nullcontext()
+    return run_dir.claim(run.config, run.source.class_names, callbacks.on_message)
+
+
+def _restore(run: PreparedRun, run_dir: RunDirectory, optimizer,
+             callbacks: TrainingCallbacks) -> tuple[int, float | None]:
+    """(start step, best validation top-1): a resumed run's from its last checkpoint."""
     config, chief = run.config, is_chief(run.strategy)
-    run_dir = RunDirectory(config.out or default_run_directory(config))
-    if chief:  # other workers only read the chief's checkpoints (shared storage)
-        run_dir.prepare(config, run.source.class_names)
+    start_step, best = 0, None
+    if config.resume and has_state(run_dir.checkpoints):
+        extra, warnings = restore_state(run_dir.checkpoints, run.trained, optimizer,
+                                        repair=chief)
+        start_step, best = extra["step"], extra.get("best_val_top1")
+        for line in warnings:
+            callbacks.on_message(line)
+    if chief:  # the settings are recorded once the checkpoint is known to fit them
+        run_dir.write_settings(config, run.source.class_names)
+        if config.resume:
+            truncate_metrics(run_dir.path, start_step)
+    return start_step, best
+
+
+def _train(run: PreparedRun, run_dir: RunDirectory, callbacks: TrainingCallbacks) -> dict:
+    config, chief = run.config, is_chief(run.strategy)
     with run.strategy.scope():
         optimizer = wrap_optimizer(make_optimizer(config.train, config.train.steps),
                                    run.precision)
         ensure_built(optimizer, run.trained)
-    start_step, best = 0, None
-    if config.resume and has_state(run_dir.checkpoints):
-        extra = restore_state(run_dir.checkpoints, run.trained, optimizer)
-        start_step, best = extra["step"], extra.get("best_val_top1")
-        if chief:
-            truncate_metrics(run_dir.path, start_step)
+    start_step, best = _restore(run, run_dir, optimizer, callbacks)
     job = _job(run, run_dir, optimizer, start_step)
     job.train_step.steps_done.assign(start_step)
     callbacks.on_start({**describe_run(run), "run_dir": str(run_dir.path),
@@ -255,6 +274,8 @@ def run_training(config: RunConfig, callbacks: TrainingCallbacks | None = None) 
     try:
         summary = run_loop(job, start_step, callbacks, best)
     except tf.errors.ResourceExhaustedError as error:
+        if is_full_disk(error):  # TensorFlow's file writers report ENOSPC this way
+            raise DiskFullError(run_dir.path) from error
         raise _out_of_memory(run.batch, error) from None
     if config.train.ema_decay is not None:
         base_optimizer(optimizer).finalize_variable_values(run.trained.trainable_variables)
@@ -263,3 +284,24 @@ def run_training(config: RunConfig, callbacks: TrainingCallbacks | None = None) 
     summary["run_dir"] = str(run_dir.path)
     callbacks.on_end(summary)
     return summary
+
+
+def run_training(config: RunConfig, callbacks: TrainingCallbacks | None = None) -> dict:
+    """Trains (or resumes) the run of `config`; returns a summary dict.
+
+    Everything is checked (data, model, weights, what the run directory holds) before the
+    run directory is created or changed; it is locked while training, SIGTERM checkpoints
+    like Ctrl-C, and a start that fails before its first checkpoint leaves nothing behind.
+    """
+    callbacks = callbacks or TrainingCallbacks()
+    run = prepare_run(config, callbacks)
+    run_dir = RunDirectory(run.config.out or default_run_directory(run.config))
+    try:
+        with terminate_as_interrupt(), _claimed(run, run_dir, callbacks):
+            return _train(run, run_dir, callbacks)
+    except DiskFullError as error:
+        if not (has_state(run_dir.checkpoints) or run.config.resume):
+            raise  # the start was removed: the same command works once there is space
+        # A partial write never replaces a checkpoint, so the last complete one is there.
+        raise DiskFullError(error.path, hint="free some space, then continue with --resume "
+                            "(the last complete checkpoint is intact)") from error

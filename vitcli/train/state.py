@@ -2,20 +2,27 @@
 
 A plain archive written atomically (temporary file + rename) rather than a
 tf.train.Checkpoint: it restores into any strategy's variables and a kill at any
-moment leaves the previous checkpoint intact.
+moment leaves the previous checkpoint intact. The last two are kept (`state.npz`, and
+`state.prev.npz` before it), so a latest one damaged afterwards (a disk error, a partial
+copy) still leaves one to resume from.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from vitcli.errors import VitcliError
-from vitcli.weights.npz import read_npz, write_npz
+from vitcli.files import write_atomically
+from vitcli.weights.npz import read_npz
 
 STATE_FILE = "state.npz"
+PREVIOUS_FILE = "state.prev.npz"
+STATE_FILES = (STATE_FILE, PREVIOUS_FILE)
 
 
 def _storable(variable) -> np.ndarray:
@@ -25,27 +32,77 @@ def _storable(variable) -> np.ndarray:
     return value.astype(np.float32) if value.dtype.name == "bfloat16" else value
 
 
-def save_state(directory: Path, model, optimizer, extra: dict) -> Path:
-    arrays = {f"model/{variable.path}": _storable(variable) for variable in model.weights}
-    arrays.update({f"optimizer/{index:05d}": _storable(variable)
-                   for index, variable in enumerate(optimizer.variables)})
-    arrays["extra"] = np.frombuffer(json.dumps(extra).encode(), dtype=np.uint8)
-    return write_npz(Path(directory) / STATE_FILE, arrays)
-
-
-def has_state(directory: Path) -> bool:
-    return (Path(directory) / STATE_FILE).is_file()
-
-
-def restore_state(directory: Path, model, optimizer) -> dict:
-    """Loads a `save_state` checkpoint into a model and a built optimizer; returns `extra`."""
-    arrays = read_npz(Path(directory) / STATE_FILE)
+def _variables(model, optimizer) -> dict:
     variables = {f"model/{variable.path}": variable for variable in model.weights}
     variables.update({f"optimizer/{index:05d}": variable
                       for index, variable in enumerate(optimizer.variables)})
-    if set(variables) != set(arrays) - {"extra"}:
+    return variables
+
+
+def save_state(directory: Path, model, optimizer, extra: dict) -> Path:
+    """Writes a checkpoint as `state.npz`; the one it replaces becomes `state.prev.npz`,
+    only once the new one is complete."""
+    arrays = {key: _storable(variable) for key, variable in _variables(model, optimizer).items()}
+    arrays["extra"] = np.frombuffer(json.dumps(extra).encode(), dtype=np.uint8)
+    latest, previous = Path(directory) / STATE_FILE, Path(directory) / PREVIOUS_FILE
+
+    def write(temporary: str) -> None:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    def keep_previous() -> None:
+        # A kill between this rename and the next leaves only state.prev.npz: still resumable.
+        if latest.exists():
+            os.replace(latest, previous)
+
+    return write_atomically(latest, write, before_replace=keep_previous)
+
+
+def has_state(directory: Path) -> bool:
+    return any((Path(directory) / name).is_file() for name in STATE_FILES)
+
+
+def _read(path: Path) -> tuple[dict, dict]:
+    """(arrays, extra) of one checkpoint; a damaged one is a VitcliError."""
+    arrays = read_npz(path)
+    try:
+        extra = json.loads(arrays.pop("extra").tobytes().decode())
+        int(extra["step"])
+    except (KeyError, ValueError, TypeError) as error:
+        raise VitcliError(f"'{path}' has no readable step ({type(error).__name__})") from error
+    return arrays, extra
+
+
+def _readable(directory: Path) -> tuple[Path, dict, dict, list[str]]:
+    """The newest checkpoint that reads: (path, arrays, extra, lines about damaged ones)."""
+    damaged = []
+    for name in STATE_FILES:
+        path = Path(directory) / name
+        if not path.is_file():
+            continue
+        try:
+            return (path, *_read(path), damaged)
+        except VitcliError as error:
+            damaged.append(error.message)
+    raise VitcliError(f"no readable checkpoint in {directory}: {'; '.join(damaged)}",
+                      hint="start the run again with --overwrite, or choose another --out")
+
+
+def restore_state(directory: Path, model, optimizer, repair: bool = False) -> tuple[dict, list]:
+    """Loads the newest readable checkpoint into a model and a built optimizer; returns its
+    `extra` and warnings. A damaged `state.npz` falls back to `state.prev.npz`, which with
+    `repair` (the chief, the only writer) is then copied over it, so that the next
+    checkpoint keeps a good one as the previous."""
+    path, arrays, extra, damaged = _readable(directory)
+    variables = _variables(model, optimizer)
+    if set(variables) != set(arrays):
         raise VitcliError(f"checkpoint in {directory} does not match this model/optimizer",
                           hint="resume with the same settings, or start a new --out")
     for key, variable in variables.items():
         variable.assign(arrays[key])  # a widened bfloat16 narrows back exactly
-    return json.loads(arrays["extra"].tobytes().decode())
+    warnings = [f"warning: {line}; resuming from {path.name} (step {extra['step']})"
+                for line in damaged]
+    if damaged and repair:  # a copy: other workers may be reading state.prev.npz right now
+        write_atomically(Path(directory) / STATE_FILE,
+                         lambda temporary: shutil.copyfile(path, temporary))
+    return extra, warnings

@@ -16,8 +16,8 @@ import numpy as np
 from vitcli.config import ModelConfig
 from vitcli.errors import VitcliError
 from vitcli.models.vit import build_vit, config_from_model
-from vitcli.weights.assign import assign_arrays, read_arrays
-from vitcli.weights.describe import describe_arrays
+from vitcli.weights.assign import assign_arrays, check_keys, read_arrays
+from vitcli.weights.describe import check_model_size, describe_arrays
 from vitcli.weights.layout import POSEMB_KEY, normalise_layout
 from vitcli.weights.npz import key_map, read_npz, write_npz
 from vitcli.weights.posemb import resize_posemb
@@ -78,6 +78,9 @@ def model_from_arrays(arrays: dict[str, np.ndarray], *, name: str = "vit", image
     """Builds the model an archive describes (optionally changed) and loads it."""
     arrays = normalise_layout(arrays)
     source = describe_arrays(arrays, name=name)
+    # Names and size are checked before the model is built: it must cost what the file holds.
+    check_keys(arrays, key_map(source))
+    check_model_size(arrays, source, name)
     target = _target_config(source, image_size, num_classes, dropout)
     report = LoadReport(source=name, config=target)
     arrays = _resize_posemb(arrays, source, target, report)

@@ -1,4 +1,5 @@
-"""Reads a model's architecture from the keys and shapes of an official-layout checkpoint."""
+"""Reads a model's architecture from the keys and shapes of an official-layout checkpoint, and
+checks that the architecture is no larger than the arrays that describe it."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import numpy as np
 
 from vitcli.config import ModelConfig, ResNetConfig
 from vitcli.errors import VitcliError
+from vitcli.models.cost import parameter_count
 from vitcli.weights.layout import POSEMB_KEY
 from vitcli.weights.posemb import square_grid
 
 _BLOCK = re.compile(r"^Transformer/encoderblock_(\d+)/")
 _UNIT = re.compile(r"^block(\d+)/unit(\d+)/")
+# A model may need this many parameters more than its arrays hold (times 2, plus this) before
+# it is refused unbuilt; exact shapes are compared when the weights are assigned.
+_SIZE_SLACK = 2**20
 
 
 def _require(arrays: dict[str, np.ndarray], key: str, rank: int) -> np.ndarray:
@@ -71,3 +76,15 @@ def describe_arrays(arrays: dict[str, np.ndarray], name: str = "checkpoint") -> 
                              if "pre_logits/kernel" in arrays else None),
         resnet=resnet,
     )
+
+
+def check_model_size(arrays: dict[str, np.ndarray], config: ModelConfig, name: str) -> None:
+    """Refuses an archive whose architecture is far larger than its arrays, before the model
+    is built: a few forged shapes (a 100,000-wide embedding in a small file) would otherwise
+    build a model of many gigabytes before any weight is compared."""
+    held = sum(int(array.size) for array in arrays.values())
+    needed = parameter_count(config)
+    if needed > 2 * held + _SIZE_SLACK:
+        raise VitcliError(f"{name}: the architecture its arrays describe has {needed:,} "
+                          f"parameters, but it holds {held:,} values",
+                          hint="the file is damaged or not a ViT checkpoint")

@@ -2,20 +2,30 @@
 
 `key_map(config)` lists (checkpoint key, Keras weight path) for every array of a model;
 loading reads it left to right, `save_npz` right to left, so a round trip is exact.
+
+Reading costs memory bounded by the file: before anything is inflated or allocated, every
+member's shape and dtype are read from the zip directory and its .npy header alone, and the
+archive is refused when a member's header disagrees with the size the directory records for
+it, or when the arrays together would take more than `allowed_bytes(file size)` (a
+decompression bomb: deflated zeros shrink about a thousand-fold, real weights hardly at all).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import contextlib
+import math
 import tokenize
 import zipfile
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vitcli.config import ModelConfig
 from vitcli.errors import VitcliError
+from vitcli.files import write_atomically
 
 KeyMap = list[tuple[str, str]]
 
@@ -78,63 +88,144 @@ def key_map(config: ModelConfig) -> KeyMap:
     return rows
 
 
-def _load_archive(path: Path) -> dict[str, np.ndarray]:
+# How many bytes of arrays an archive may declare (see `allowed_bytes`).
+ALWAYS_ALLOWED = 256 * 2**20
+MAX_RATIO, RATIO_CEILING = 50, 8 * 2**30
+LARGE_FILE_RATIO = 2
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}
+
+
+@dataclass(frozen=True)
+class Member:
+    """One array of an archive as its .npy header declares it; nothing of its data read."""
+
+    name: str  # the zip member, "<key>.npy"
+    key: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def allowed_bytes(file_size: int) -> int:
+    """The most bytes of arrays an archive of `file_size` bytes may declare: 256 MiB always,
+    50 times the file up to 8 GiB, twice the file beyond. Real checkpoints hold float arrays
+    that deflate poorly (a ratio of ~1.1; 1 when stored, as np.savez does; a zero head makes it
+    ~2); a deflate bomb has a ratio of ~1000."""
+    return max(ALWAYS_ALLOWED, min(MAX_RATIO * file_size, RATIO_CEILING),
+               LARGE_FILE_RATIO * file_size)
+
+
+def _size_text(count: int) -> str:
+    """`count` bytes as people read them: 512 B, 1.9 MiB, 4.0 TiB."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count} B" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    if not path.is_file():
+        raise VitcliError(f"checkpoint '{path}' does not exist or is not a file")
     if not zipfile.is_zipfile(path):
         with open(path, "rb") as handle:
             is_npy = handle.read(6) == b"\x93NUMPY"
         detail = "a single .npy array" if is_npy else "not a zip archive"
         raise VitcliError(f"'{path}' is not an .npz archive ({detail})")
-    with np.load(path, allow_pickle=False) as archive:
-        return {key: archive[key] for key in archive.files}
+    return zipfile.ZipFile(path)
 
 
-def read_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """All arrays of an .npz, refusing pickles; every failure is one VitcliError line."""
-    path = Path(path)
-    if not path.is_file():
-        raise VitcliError(f"checkpoint '{path}' does not exist or is not a file")
+def _check_total(path: Path, infos: list[zipfile.ZipInfo]) -> None:
+    """Refuses an archive whose directory declares more bytes than `allowed_bytes` of its size
+    (before a single member is opened)."""
+    declared, size = sum(info.file_size for info in infos), path.stat().st_size
+    if declared > allowed_bytes(size):
+        raise VitcliError(
+            f"'{path}' declares {_size_text(declared)} of arrays in a {_size_text(size)} file, "
+            f"more than vitcli inflates from it ({_size_text(allowed_bytes(size))}): a damaged "
+            "archive or a decompression bomb",
+            hint="real checkpoints are about as large as their arrays")
+
+
+def _member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Member:
+    """The member's key, shape and dtype from its .npy header, which must account for exactly
+    the bytes the zip directory records for it."""
+    if not info.filename.endswith(".npy"):
+        raise VitcliError(f"'{path}' is not a numpy .npz archive (it holds {info.filename})")
+    key = info.filename[:-len(".npy")]
+    with archive.open(info) as handle:
+        version = np.lib.format.read_magic(handle)
+        if version not in _HEADER_READERS:
+            raise VitcliError(f"'{path}': array '{key}' uses .npy format {version[0]}.{version[1]}"
+                              ", which vitcli does not read", hint="re-save it with numpy")
+        shape, _, dtype = _HEADER_READERS[version](handle)
+        header_size = handle.tell()
+    if dtype.hasobject:
+        raise VitcliError(f"'{path}' holds pickled objects, which vitcli never loads",
+                          hint="re-save it with plain numpy arrays")
+    declared = math.prod(shape) * dtype.itemsize
+    if header_size + declared != info.file_size:
+        raise VitcliError(f"'{path}': array '{key}' declares shape {shape} {dtype} "
+                          f"({_size_text(declared)}), but the archive stores "
+                          f"{_size_text(max(info.file_size - header_size, 0))} for it",
+                          hint="the file is damaged; download or save it again")
+    return Member(info.filename, key, tuple(shape), dtype)
+
+
+def _check_expected(path: Path, members: list[Member],
+                    expected: Mapping[str, tuple[int, ...] | None]) -> None:
+    """Refuses members that are missing, extra or shaped unlike `expected` (key -> shape, or
+    None for any shape)."""
+    shapes = {member.key: member.shape for member in members}
+    missing = sorted(set(expected) - set(shapes))
+    extra = sorted(set(shapes) - set(expected))
+    if missing or extra:
+        first = missing[0] if missing else extra[0]
+        raise VitcliError(f"'{path}' does not match: {len(missing)} array(s) missing, "
+                          f"{len(extra)} unexpected (e.g. '{first}')")
+    for key, shape in expected.items():
+        if shape is not None and tuple(shape) != shapes[key]:
+            raise VitcliError(f"'{path}': array '{key}' has shape {shapes[key]}, expected "
+                              f"{tuple(shape)}")
+
+
+def _checked_members(path: Path, archive: zipfile.ZipFile) -> list[Member]:
+    """Every member as declared, checked against `allowed_bytes` without inflating any data."""
+    infos = archive.infolist()
+    if not infos:
+        raise VitcliError(f"'{path}' is not a numpy .npz archive (it is empty)")
+    _check_total(path, infos)
+    return [_member(path, archive, info) for info in infos]
+
+
+@contextlib.contextmanager
+def _reading_errors(path: Path):
+    """Turns what zipfile, zlib and numpy raise on a damaged archive into one VitcliError."""
     try:
-        arrays = _load_archive(path)
-    except ValueError as error:
-        if "pickle" in str(error):
-            raise VitcliError(f"'{path}' holds pickled objects, which vitcli never loads",
-                              hint="re-save it with plain numpy arrays") from error
-        raise VitcliError(f"'{path}' is not a readable .npz archive: {error}") from error
+        yield
     # numpy's header parser can also raise SyntaxError/TokenError on a garbled member.
-    except (OSError, zipfile.BadZipFile, EOFError, SyntaxError, tokenize.TokenError) as error:
+    except (OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError, SyntaxError,
+            tokenize.TokenError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise VitcliError(f"'{path}' is not a readable .npz archive ({message})") from error
-    # A zip holding other files (not .npy) loads as raw bytes.
-    foreign = [key for key, value in arrays.items() if not isinstance(value, np.ndarray)]
-    if foreign or not arrays:
-        raise VitcliError(f"'{path}' is not a numpy .npz archive "
-                          f"({'it holds ' + foreign[0] if foreign else 'it is empty'})")
-    return arrays
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_atomically(path: str | Path, write) -> Path:
-    """Calls `write(temporary_path)` and renames the result into place, so an interrupted
-    write never leaves a half-written `path` behind."""
+def read_npz(path: str | Path, expected: Mapping[str, tuple[int, ...] | None] | None = None
+             ) -> dict[str, np.ndarray]:
+    """All arrays of an .npz, refusing pickles and archives that would inflate beyond
+    `allowed_bytes`; with `expected` (key -> shape or None for any, when the model is known
+    beforehand, e.g. a training checkpoint's) also any other keys or shapes, all before any
+    data is read. Every failure is one VitcliError line."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix,
-                                         dir=path.parent)
-    os.close(handle)
-    try:
-        write(temporary)
-        # mkstemp creates 0600; give the result the permissions a plain open() would.
-        os.chmod(temporary, 0o666 & ~_current_umask())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+    with _reading_errors(path), _open_zip(path) as archive:
+        members = _checked_members(path, archive)
+        if expected is not None:
+            _check_expected(path, members, expected)
+        arrays = {}
+        for member in members:
+            with archive.open(member.name) as handle:
+                arrays[member.key] = np.lib.format.read_array(handle, allow_pickle=False)
+    return arrays
 
 
 def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:

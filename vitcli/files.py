@@ -1,0 +1,212 @@
+"""File helpers shared by every command: atomic writes, a full disk as one line, an
+exclusive directory lock, and SIGTERM taken like Ctrl-C so interrupted work cleans up."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from vitcli.errors import VitcliError
+
+LOCK_FILE = ".vitcli.lock"
+# errno values (and their messages, for errors re-raised as text) meaning "the disk is full".
+FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+FULL_DISK_MESSAGES = ("No space left on device", "Disk quota exceeded")
+
+
+class DiskFullError(VitcliError):
+    """A write failed because its file system is full (or over quota)."""
+
+    def __init__(self, path: str | Path, hint: str | None = None):
+        super().__init__(f"no space left on device writing {path}",
+                         hint=hint or "free some space on that file system and try again")
+        self.path = Path(path)
+
+
+def is_full_disk(error: BaseException) -> bool:
+    """Whether `error` (or an error it was raised from) says the disk is full."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in FULL_DISK_ERRNOS:
+            return True
+        if any(message in str(error) for message in FULL_DISK_MESSAGES):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+@contextlib.contextmanager
+def reports_full_disk(path: str | Path):
+    """Turns a full disk while writing `path` into a DiskFullError (one line, the path)."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as error:
+        if is_full_disk(error):
+            raise DiskFullError(path) from error
+        raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _sync(path: str | Path) -> None:
+    """Flushes `path` to the disk, so that a rename after it never exposes an empty file
+    after a power loss (a rename is durable before the data otherwise)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.EBADF, errno.EISDIR):  # not syncable here
+            raise
+    finally:
+        os.close(descriptor)
+
+
+def write_atomically(path: str | Path, write, before_replace=None) -> Path:
+    """Calls `write(temporary_path)` and renames the result into place, so an interrupted
+    write never leaves a half-written `path` behind.
+
+    The temporary (`.NAME.XXXX.SUFFIX`, same folder, so the rename is atomic) is removed on
+    any failure; `before_replace()` runs once the new file is complete, just before the
+    rename (checkpoint rotation). A full disk is a DiskFullError naming `path`.
+    """
+    path = Path(path)
+    with reports_full_disk(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix,
+                                             dir=path.parent)
+        os.close(handle)
+        try:
+            write(temporary)
+            # mkstemp creates 0600; give the result the permissions a plain open() would.
+            os.chmod(temporary, 0o666 & ~_current_umask())
+            if os.path.isfile(temporary):  # some writers (SavedModel) produce a folder
+                _sync(temporary)
+            if before_replace is not None:
+                before_replace()
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+    return path
+
+
+def is_temporary_of(name: str, file_name: str) -> bool:
+    """Whether `file_name` is a temporary `write_atomically` made for a file called `name`
+    (mkstemp's eight random characters between), which only a killed process leaves."""
+    suffix = re.escape(Path(name).suffix)
+    return re.fullmatch(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}{suffix}", file_name) is not None
+
+
+def _command_line() -> str:
+    """This process's command as a user typed it: `vitcli finetune ...` also when it was
+    started as `python -m vitcli`."""
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    if program == "__main__.py":
+        program = Path(sys.argv[0]).parent.name
+    return shlex.join([program, *sys.argv[1:]])
+
+
+def _shortened(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+class DirectoryLock:
+    """An exclusive lock on a directory: `.vitcli.lock` in it, flock-ed on an open file
+    descriptor, so the kernel releases it when the process dies (even by SIGKILL) and a
+    stale file never blocks anyone. The file names the holder (pid, host, command) for the
+    one-line refusal the next locker gets."""
+
+    def __init__(self, directory: str | Path, what: str = "directory"):
+        self.directory = Path(directory)
+        self.path = self.directory / LOCK_FILE
+        self.what = what
+        self._descriptor: int | None = None
+
+    def acquire(self) -> DirectoryLock:
+        while self._descriptor is None:
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self._holder(descriptor)
+                os.close(descriptor)
+                raise VitcliError(f"{self.what} {self.directory} is in use by {holder}",
+                                  hint="wait for it to finish, or stop it first") from None
+            # The previous holder removes the file on release: if that happened between our
+            # open and flock, our lock is on a deleted file that nobody else sees; retry.
+            if self._still_linked(descriptor):
+                self._descriptor = descriptor
+            else:
+                os.close(descriptor)
+        os.ftruncate(self._descriptor, 0)
+        os.write(self._descriptor, json.dumps({
+            "pid": os.getpid(), "host": socket.gethostname(), "command": _command_line(),
+        }).encode())
+        return self
+
+    def _still_linked(self, descriptor: int) -> bool:
+        try:
+            return os.path.samestat(os.fstat(descriptor), os.stat(self.path))
+        except FileNotFoundError:
+            return False
+
+    @staticmethod
+    def _holder(descriptor: int) -> str:
+        try:
+            holder = json.loads(os.pread(descriptor, 65536, 0).decode())
+            where = "" if holder["host"] == socket.gethostname() else f" on {holder['host']}"
+            return f"pid {holder['pid']}{where} ({_shortened(holder['command'])})"
+        except (ValueError, KeyError, TypeError):  # the holder has not written it yet
+            return "another process"
+
+    def release(self) -> None:
+        """Removes the file while still holding it (see `acquire`), then unlocks."""
+        if self._descriptor is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)
+        os.close(self._descriptor)  # closing the last descriptor releases the flock
+        self._descriptor = None
+
+    def __enter__(self) -> DirectoryLock:
+        return self.acquire()
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """Within the block SIGTERM (`kill`, `docker stop`, a scheduler's pre-emption) raises
+    KeyboardInterrupt, so it takes Ctrl-C's path: checkpoint, remove temporaries, exit.
+
+    Signal handlers belong to the main thread; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
