@@ -60,10 +60,15 @@ CASES = {
     "vit-s16@224": Case("vit-s16", 224, (2, 8)),
     "vit-b16@224": Case("vit-b16", 224, (1, 4)),
     "vit-b16@224 remat": Case("vit-b16", 224, (1, 4), remat=True),
+    # Accumulation: is a micro-batch image still a micro-batch image? (vitcli.train.memory's
+    # ACCUM_OVERLAP and UNROLLED_GRAPH_BYTES_PER_BLOCK say what these found.)
+    "vit-ti16@224 accum 2": Case("vit-ti16", 224, (2, 8), accum=2),
+    "vit-ti16@224 accum 8": Case("vit-ti16", 224, (1, 4), accum=8),
     "vit-b16@224 accum 2": Case("vit-b16", 224, (1, 3), accum=2),
     "vit-b16@384": Case("vit-b16", 384, (1, 3)),
     "r-vit-ti16@224": Case("r-vit-ti16", 224, (2, 8)),
     "r26-vit-s32@224": Case("r26-vit-s32", 224, (1, 4)),
+    "r50-vit-b16@224": Case("r50-vit-b16", 224, (1, 3)),
 }
 
 
@@ -127,15 +132,21 @@ def run_worker(name: str, micro_batch: int) -> dict:
 
 
 def estimates(case: Case) -> dict:
+    """The estimate of a case: per micro-batch image and fixed, accumulation included (what
+    `plan_peak_bytes` adds up), in bytes."""
     from vitcli.models.cost import parameter_count
-    from vitcli.train.memory import fixed_training_bytes, training_bytes_per_image
+    from vitcli.train import memory
 
     config = model_config(case)
-    fixed = fixed_training_bytes(config, "sgd", "float32", accum=case.accum > 1,
-                                 precision=case.precision, remat=case.remat)
+    per_image = memory.training_bytes_per_image(config, case.precision, case.remat)
+    fixed = memory.fixed_training_bytes(config, "sgd", "float32", accum=case.accum > 1,
+                                        precision=case.precision, remat=case.remat)
+    if case.accum > 1:
+        per_micro_batch, overlap = memory.accumulation_costs(config)
+        fixed += (case.accum - 1) * per_micro_batch
+        per_image = round(overlap * per_image)
     return {"tokens": config.num_tokens, "parameters": parameter_count(config),
-            "per_image": training_bytes_per_image(config, case.precision, case.remat),
-            "fixed": fixed}
+            "per_image": per_image, "fixed": fixed}
 
 
 def mib(size: float) -> float:
@@ -143,16 +154,22 @@ def mib(size: float) -> float:
 
 
 def calibrate(name: str) -> dict:
-    """Both runs of a case and the comparison with the estimate (MiB)."""
+    """Both runs of a case, compared with the estimate."""
     case = CASES[name]
     estimate = estimates(case)
-    row = {"name": name, **asdict(case), **estimate}
     runs = []
     for size in case.sizes:
         if not wait_for_memory(int(1.3 * (estimate["fixed"] + size * estimate["per_image"]))):
-            return {**row, "skipped": "not enough free memory"}
+            return {"name": name, **asdict(case), "skipped": "not enough free memory"}
         runs.append(run_worker(name, size))
-    row["runs"] = runs
+    return compare(name, runs)
+
+
+def compare(name: str, runs: list[dict]) -> dict:
+    """A case's row: its measured runs next to the current estimate (MiB)."""
+    case = CASES[name]
+    estimate = estimates(case)
+    row = {"name": name, **asdict(case), **estimate, "runs": runs}
     peaks = [run["peak_rss"] for run in runs]
     if len(case.sizes) == 1:
         return {**row, "peak_measured_mib": mib(peaks[0]),
@@ -198,6 +215,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=list(CASES), help="cases to run")
     parser.add_argument("--out", default=str(HERE / "memory_calibration.json"))
+    parser.add_argument("--reestimate", action="store_true",
+                        help="recompute the estimates of the stored rows, without measuring")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -208,7 +227,12 @@ def main() -> None:
     rows = {row["name"]: row for row in
             (json.loads(out.read_text())["cases"] if out.exists() else [])}
     for name in args.only or CASES:
-        rows[name] = calibrate(name)
+        if args.reestimate:
+            if "runs" not in rows.get(name, {}):
+                continue
+            rows[name] = compare(name, rows[name]["runs"])
+        else:
+            rows[name] = calibrate(name)
         print_row(rows[name])
         ordered = [rows[name] for name in CASES if name in rows]
         out.write_text(json.dumps({"machine": machine(), "cases": ordered}, indent=1) + "\n")

@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -119,13 +120,18 @@ def make_data(photos: Path, data: Path) -> int:
 
 def make_checkpoint(variant: str, representation_size: int, path: Path) -> None:
     """An i21k-shaped .npz with random weights, written in a separate process (so this one
-    never holds TensorFlow's memory while the measured runs go)."""
+    never holds TensorFlow's memory while the measured runs go); kept for later runs."""
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    script = ("import sys, vitcli\n"
+    # A random head (build_model's is zero): exports of the checkpoint itself are then
+    # verified on probabilities that are not uniform.
+    script = ("import sys, numpy, vitcli\n"
               "model = vitcli.build_model(sys.argv[1], num_classes=int(sys.argv[2]),"
               " image_size=int(sys.argv[3]), representation_size=int(sys.argv[4]))\n"
+              "head, rng = model.get_layer('head'), numpy.random.default_rng(0)\n"
+              "head.set_weights([rng.normal(0, 0.02, w.shape).astype('float32')"
+              " for w in head.get_weights()])\n"
               "vitcli.save_npz(model, sys.argv[5])\n")
     partial = path.with_suffix(".partial.npz")
     subprocess.run([sys.executable, "-c", script, variant, str(I21K_CLASSES), str(I21K_RES),
@@ -240,6 +246,7 @@ def finetune(case: str, out: Path, data: Path) -> dict:
     weights = out / "weights" / f"{variant}-i21k-random.npz"
     make_checkpoint(variant, representation_size, weights)
     run = out / "runs" / case
+    remove(run)  # a fresh run each time (vitcli refuses to start over an existing run)
     command = [str(VITCLI), "finetune", "--model", variant, "--weights", str(weights),
                "--data", str(data), "--res", str(RES), "--steps", str(STEPS),
                "--batch", str(BATCH), "--out", str(run), *flags]
@@ -286,6 +293,7 @@ def stamp_of(lines: list, text: str) -> float | None:
 def export(case: str, out: Path, run: str) -> dict:
     """The measured `vitcli export RUN --format savedmodel` and whether it was verified."""
     served = out / "served" / case
+    remove(served)  # version 1 each time, not the next version of an earlier export
     command = [str(VITCLI), "export", run, "--format", "savedmodel", "--out", str(served)]
     measured = run_measured(command, out / "logs" / f"{case}-export.log")
     text = "\n".join(line for _, line in measured["lines"])
@@ -303,6 +311,7 @@ def h14_exports(out: Path) -> dict:
     results = {}
     for fmt, suffix in H14_FORMATS.items():
         target = out / "served" / f"h14-{fmt}{suffix}"
+        remove(target)
         print(f"--- h14: export {fmt}", flush=True)
         command = [str(VITCLI), "export", str(weights), "--format", fmt, "--out", str(target)]
         log = out / "logs" / f"h14-export-{fmt}.log"
@@ -318,6 +327,13 @@ def h14_exports(out: Path) -> dict:
             artefact_exists=target.exists(), artefact_bytes=size_of(target))
         print(json.dumps(results[fmt], indent=1), flush=True)
     return results
+
+
+def remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 def size_of(path: Path) -> int | None:

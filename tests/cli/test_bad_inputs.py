@@ -353,12 +353,13 @@ def test_the_table_covers_every_command():
 def test_choices_are_declared_once():
     """The libraries refuse exactly what config.py declares (no second list to drift)."""
     from vitcli import config
-    from vitcli.data import crops
+    from vitcli.data import ops
+    from vitcli.export import dispatch
     from vitcli.train import precision, strategy
 
-    assert strategy.STRATEGIES == config.STRATEGIES
-    assert precision.PRECISIONS == config.PRECISIONS
-    assert crops.EVAL_CROPS == config.EVAL_CROPS
+    assert strategy.STRATEGIES is config.STRATEGIES
+    assert precision.PRECISIONS is config.PRECISIONS
+    assert ops.EVAL_CROPS is config.EVAL_CROPS and dispatch.EVAL_CROPS is config.EVAL_CROPS
 
 
 def test_recipe_values_are_coerced_to_their_types(tmp_path):
@@ -428,7 +429,10 @@ def test_every_exception_is_one_line_without_debug(error, line, hint, monkeypatc
 
 
 def test_debug_shows_the_exception_itself(tmp_path, monkeypatch):
-    monkeypatch.delenv(DEBUG_VARIABLE, raising=False)  # restored after `--debug` sets it
+    # setenv first, so monkeypatch records the variable's original state (unset, normally)
+    # and restores it after `--debug` sets it: later tests must not inherit debug mode.
+    monkeypatch.setenv(DEBUG_VARIABLE, "")
+    monkeypatch.delenv(DEBUG_VARIABLE)
     (tmp_path / "notes.txt").write_text("not a checkpoint")
     result = runner.invoke(app, ["--debug", "weights", "info", str(tmp_path / "notes.txt")])
     assert isinstance(result.exception, VitcliError)

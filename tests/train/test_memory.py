@@ -56,6 +56,24 @@ def test_plan_respects_the_safety_margin_exactly():
         == (8, 1)
 
 
+def test_plan_counts_what_accumulating_micro_batches_costs():
+    # Without accumulation 8 images fit (900 <= 1000); accumulating costs 50 per extra
+    # micro-batch and counts each image twice: 4 x 2 would need 100 + 50 + 800.
+    costs = {"per_micro_batch": 50, "accum_overlap": 2.0}
+    assert memory.plan_micro_batch(8, 1, 100, 100, 1000, 1.0, **costs) == (8, 1)
+    assert memory.plan_micro_batch(16, 1, 100, 100, 1000, 1.0, **costs) == (2, 8)
+    assert memory.plan_peak_bytes(2, 8, 100, 100, **costs) == 100 + 7 * 50 + 2 * 2 * 100
+    assert memory.plan_peak_bytes(8, 1, 100, 100, **costs) == 900
+    assert memory.plan_peak_bytes(4, 2, 100, 100) == 500
+
+
+def test_accumulation_costs_describe_the_unrolled_step():
+    per_micro_batch, overlap = memory.accumulation_costs(TI, "cpu")
+    assert per_micro_batch == TI.depth * memory.UNROLLED_GRAPH_BYTES_PER_BLOCK["cpu"]
+    assert overlap == memory.ACCUM_OVERLAP > 1
+    assert memory.accumulation_costs(TI, "gpu")[0] == 0
+
+
 def test_plan_refuses_a_batch_the_replicas_do_not_divide():
     with pytest.raises(VitcliError) as error:
         memory.plan_micro_batch(10, 4, per_image=1, fixed=0, budget=1000)

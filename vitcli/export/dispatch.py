@@ -10,6 +10,7 @@ from pathlib import Path
 
 import keras
 
+from vitcli.config import EVAL_CROPS  # declared once, with the setting
 from vitcli.errors import VitcliError
 from vitcli.export import ExportResult, check_format
 from vitcli.export.compare import TOLERANCES, measure
@@ -23,7 +24,6 @@ from vitcli.files import reports_full_disk
 
 SUFFIXES = {"keras": ".keras", "tflite": ".tflite", "onnx": ".onnx", "npz": ".npz"}
 DEFAULT_FILE_NAME = "model"
-EVAL_CROPS = ("resize", "center")
 FILE_WRITERS = {"keras": write_keras, "tflite": write_tflite, "onnx": write_onnx,
                 "npz": write_npz}
 

@@ -26,6 +26,10 @@ WARMUP_FRACTION = 0.1  # the paper's 10k warm-up steps of ~94k
 SMALL_IMAGE_SIDE = 64  # below it, `--train-crop auto` resizes instead of cropping
 
 
+def _epochs(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def _row(table, size: int) -> int:
     return next(value for limit, value in table if limit is None or size <= limit)
 
@@ -37,7 +41,8 @@ def run_length(command: str, train: TrainConfig, num_train: int) -> tuple[int, s
         steps = max(1, math.ceil(train.epochs * num_train / batch))
         return steps, f"{steps:,} steps = {train.epochs:g} epochs of {num_train:,} images"
     if train.steps is not None:
-        return train.steps, f"{train.steps:,} steps ({train.steps * batch / num_train:.3g} epochs)"
+        epochs = _epochs(train.steps * batch / num_train)
+        return train.steps, f"{train.steps:,} steps ({epochs} epochs)"
     if command == "pretrain":
         epochs = _row(PRETRAIN_EPOCHS, num_train)
         steps = max(1, math.ceil(epochs * num_train / batch))
@@ -46,7 +51,7 @@ def run_length(command: str, train: TrainConfig, num_train: int) -> tuple[int, s
     reference_steps = _row(FINETUNE_LENGTHS, num_train)
     images = reference_steps * FINETUNE_LENGTH_BATCH
     steps = max(1, math.ceil(images / batch))
-    return steps, (f"{steps:,} steps = {images / num_train:.3g} epochs (the reference's "
+    return steps, (f"{steps:,} steps = {_epochs(images / num_train)} epochs (the reference's "
                    f"{reference_steps:,} steps at batch {FINETUNE_LENGTH_BATCH} for a set of "
                    f"{num_train:,} images, as images seen; set --steps or --epochs)")
 

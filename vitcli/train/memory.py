@@ -7,9 +7,11 @@ estimate made before the first step:
 
     peak = fixed_training_bytes(...) + micro_batch * training_bytes_per_image(...)
 
-Both terms are formulas in the model config whose constants were fitted to the peak RSS
-measured on a 2-core CPU machine (benchmarks/memory_calibration.py and its .json); they are
-set so that the estimate is at or somewhat above every measurement, never below.
+(`plan_peak_bytes`, which also counts what accumulating micro-batches costs in the step as
+it is written today: see ACCUM_OVERLAP). Both terms are formulas in the model config whose
+constants were fitted to the peak RSS measured on a 2-core CPU machine
+(benchmarks/memory_calibration.py and its .json); they are set so that the estimate is at
+or somewhat above every measurement, never below.
 
 Rematerialisation (`--remat`) keeps only each encoder block's (and ResNet stage's) input for
 the backward pass and recomputes the rest there: `remat_scope(True)` around the model's
@@ -39,15 +41,22 @@ DEFAULT_SAFETY = 0.8  # fraction of the budget a plan may use: the estimate is n
 # measured peak RSS (benchmarks/memory_calibration.json). "16" is bf16/fp16: matmuls and the
 # MLP keep 16-bit tensors, but LayerNorm and the softmax run in float32 and the casts around
 # them keep extra copies, so the attention term costs more than in fp32 (measured: 7.9 vs 4.1).
+# (The 16-bit T*M terms are the fp32 ones halved, not measured on their own.)
 BLOCK_BYTES = {"fp32": (37.2, 21.1, 4.2), "16": (22.9, 10.6, 7.9)}
 # The backward pass of one block at a time: its gradients (mostly T*M sized) besides the above.
 BACKWARD_BYTES = {"fp32": (0.0, 40.3, 0.0), "16": (0.0, 20.2, 0.0)}
 PIXEL_BYTES = 24.0  # per H*W*3 input value: the float32 batch, its copies and prefetched ones
-# Per value of each ResNet conv output (conv, GroupNorm in float32, ReLU): fitted on r-vit-ti16.
-STEM_BYTES = 20.0
-# The fits' worst under-estimate was 9% (vit-s16 at 224): every estimate is raised by this
-# factor so that all calibrated configurations come out at or above their measurement.
-ESTIMATE_MARGIN = 1.15
+# Per value of each ResNet conv output (conv, GroupNorm in float32, ReLU): the root block's
+# (r-vit-ti16: 12-19 bytes measured) and the bottleneck stages' (r26-vit-s32: 3.2, r50-vit-b16:
+# 8.0; their convolutions' outputs are not all kept).
+STEM_ROOT_BYTES = 20.0
+STEM_STAGE_BYTES = 8.0
+# The same configuration's per-image cost varies between runs by up to 25% (vit-b16 remat:
+# 46 and 58 MiB; the order in which TensorFlow's executor runs independent ops decides what
+# is alive at once, and it changes with the machine's load), and the fits' worst
+# under-estimate was 9% (vit-s16): every estimate is raised by this factor to stay above
+# all the measurements. Over 60 steps the peak grew 2% more (vit-ti16, micro-batch 8).
+ESTIMATE_MARGIN = 1.3
 
 # --- Fixed memory: parameters, gradients, optimizer state, the framework itself. -----------
 # Gradient-sized float32 buffers alive at the end of a step besides the weights: the
@@ -57,12 +66,28 @@ GRADIENT_COPIES = 2
 COMPUTE_COPY_BYTES = 2  # bf16/fp16: the 16-bit copy of each weight the forward pass keeps
 REMAT_BYTES_PER_PARAMETER = 3  # measured: vit-b16 +189 MiB fixed with remat (2.2 / param)
 # The process without a model: TensorFlow, Keras and vitcli (peak RSS on the CPU, fitted with
-# the per-block term below); on accelerators the runtime's own workspace on the device.
+# the per-block term below); on accelerators the runtime's own workspace on the device (a
+# documented allowance for cuBLAS/cuDNN or XLA buffers, not measured: no accelerator here).
 FRAMEWORK_BYTES = {"cpu": 800 * MIB, "gpu": 1 * GIB, "tpu": 512 * MIB}
 # Host memory per encoder block of the traced training step (graph, gradient graph, kernels):
 # 10.3 MiB measured, +4.7 MiB with remat's recomputation. On accelerators it stays on the host.
 GRAPH_BYTES_PER_BLOCK = {"cpu": 12 * MIB, "gpu": 0, "tpu": 0}
 REMAT_GRAPH_BYTES_PER_BLOCK = {"cpu": 6 * MIB, "gpu": 0, "tpu": 0}
+# The same per ResNet bottleneck unit (r26-vit-s32: 25 MiB measured, r50-vit-b16: 9 MiB).
+GRAPH_BYTES_PER_STEM_UNIT = {"cpu": 25 * MIB, "gpu": 0, "tpu": 0}
+
+# --- Accumulation as vitcli.train.step does it (at the time of this calibration). ----------
+# The step unrolls its micro-batches in one graph, and TensorFlow starts the next
+# micro-batch's forward pass while the previous one's activations are still alive: one
+# micro-batch image costs 1.95x (vit-ti16, 2 micro-batches), 2.1x (vit-ti16, 8) and 2.66x
+# (vit-b16, 2) what it costs without accumulation. Each extra micro-batch also adds its own
+# copy of the traced graph (vit-ti16: 80 MiB, 6.7 MiB per block). Running the micro-batches
+# one after the other (a tf.while_loop with parallel_iterations=1) measured close to a
+# single micro-batch (vit-b16, 2 x 3 images: 3445 MiB against 3808 unrolled and ~2940 for
+# 3 images without accumulation); with such a step, re-run the calibration's accumulation
+# cases and lower these (to 0 and ~1.0 with a few gradient copies more in the fixed part).
+ACCUM_OVERLAP = 2.7
+UNROLLED_GRAPH_BYTES_PER_BLOCK = {"cpu": 8 * MIB, "gpu": 0, "tpu": 0}
 
 # --- Device memory where it cannot be read. ------------------------------------------------
 # A TPU core's HBM (v3: 16 GiB per core, v4: 32 GiB per chip); v2 cores have 8 GiB and need
@@ -121,8 +146,9 @@ def _stem_bytes(config: ModelConfig, remat: bool) -> float:
     the stem's GroupNorms) and recompute one stage at a time."""
     root, stages, inputs = _stem_activations(config)
     if remat:
-        return STEM_BYTES * (root + max(stages, default=0)) + 4 * sum(inputs)
-    return STEM_BYTES * (root + sum(stages))
+        return (STEM_ROOT_BYTES * root + STEM_STAGE_BYTES * max(stages, default=0)
+                + 4 * sum(inputs))
+    return STEM_ROOT_BYTES * root + STEM_STAGE_BYTES * sum(stages)
 
 
 def training_bytes_per_image(config: ModelConfig, precision: str = "fp32",
@@ -170,9 +196,23 @@ def fixed_training_bytes(config: ModelConfig, optimizer: str = "sgd",
     per_parameter = (4 + 4 * (GRADIENT_COPIES + accum) + slots + 4 * ema
                      + COMPUTE_COPY_BYTES * (_family(precision) == "16")
                      + REMAT_BYTES_PER_PARAMETER * remat)
-    graph = GRAPH_BYTES_PER_BLOCK[device] + REMAT_GRAPH_BYTES_PER_BLOCK[device] * remat
-    return math.ceil(parameter_count(config) * per_parameter + FRAMEWORK_BYTES[device]
-                     + config.depth * graph)
+    graph = (config.depth * (GRAPH_BYTES_PER_BLOCK[device]
+                             + REMAT_GRAPH_BYTES_PER_BLOCK[device] * remat)
+             + _stem_units(config) * GRAPH_BYTES_PER_STEM_UNIT[device])
+    return math.ceil(parameter_count(config) * per_parameter + FRAMEWORK_BYTES[device] + graph)
+
+
+def _stem_units(config: ModelConfig) -> int:
+    return sum(config.resnet.layers) if config.resnet is not None else 0
+
+
+def accumulation_costs(config: ModelConfig, device: str = "cpu") -> tuple[int, float]:
+    """(bytes per extra micro-batch, activation overlap factor) of accumulating micro-batches
+    in vitcli.train.step as it is: pass them to `plan_micro_batch` / `plan_peak_bytes`."""
+    if device not in UNROLLED_GRAPH_BYTES_PER_BLOCK:
+        raise VitcliError(f"unknown device '{device}'", hint="use cpu, gpu or tpu")
+    layers = config.depth + _stem_units(config)
+    return layers * UNROLLED_GRAPH_BYTES_PER_BLOCK[device], ACCUM_OVERLAP
 
 
 # --- The budget. ----------------------------------------------------------------------------
@@ -332,26 +372,46 @@ def _gib(size: float) -> str:
     return f"{size / GIB:.2f} GiB"
 
 
+def plan_peak_bytes(micro_batch: int, accum_steps: int, per_image: int, fixed: int, *,
+                    per_micro_batch: int = 0, accum_overlap: float = 1.0) -> int:
+    """The estimated peak of a plan: fixed + micro_batch * per_image, plus, when micro-batches
+    are accumulated, what the step costs per extra micro-batch and the overlap factor of
+    their activations (see `accumulation_costs`)."""
+    if accum_steps == 1:
+        return fixed + micro_batch * per_image
+    return math.ceil(fixed + (accum_steps - 1) * per_micro_batch
+                     + accum_overlap * micro_batch * per_image)
+
+
 def plan_micro_batch(global_batch: int, replicas: int, per_image: int, fixed: int,
-                     budget: int, safety: float = DEFAULT_SAFETY) -> tuple[int, int]:
+                     budget: int, safety: float = DEFAULT_SAFETY, *, per_micro_batch: int = 0,
+                     accum_overlap: float = 1.0) -> tuple[int, int]:
     """(micro_batch, accum_steps): the largest divisor of global_batch / replicas whose
-    estimate fixed + micro_batch * per_image fits safety * budget, and the number of
-    micro-batches that make up the global batch."""
+    estimated peak (`plan_peak_bytes`: fixed + micro_batch * per_image without the
+    accumulation terms) fits safety * budget, and the number of micro-batches that make up
+    the global batch."""
     per_replica, remainder = divmod(global_batch, replicas)
     if remainder or per_replica < 1:
         raise VitcliError(f"global batch {global_batch} is not divisible by {replicas} "
                           f"replicas", hint=f"use a multiple of {replicas}")
-    usable = safety * budget - fixed
-    fitting = [size for size in _divisors(per_replica) if size * per_image <= usable]
-    if not fitting:
-        raise VitcliError(
-            f"a training step does not fit in memory even one image at a time: estimated "
-            f"{_gib(fixed)} fixed + {_gib(per_image)} per image, against {safety:.0%} of "
-            f"{_gib(budget)} available",
-            hint=f"use a smaller --res, --remat, --precision bf16 or a smaller --model; if "
-            f"the estimate is too pessimistic, set {BUDGET_ENV} (e.g. {BUDGET_ENV}=16GiB)")
-    micro_batch = max(fitting)
-    return micro_batch, per_replica // micro_batch
+    for micro_batch in sorted(_divisors(per_replica), reverse=True):
+        accum_steps = per_replica // micro_batch
+        peak = plan_peak_bytes(micro_batch, accum_steps, per_image, fixed,
+                               per_micro_batch=per_micro_batch, accum_overlap=accum_overlap)
+        if peak <= safety * budget:
+            return micro_batch, accum_steps
+    accumulating = (per_replica > 1 and (per_micro_batch or accum_overlap > 1)
+                    and fixed + per_image <= safety * budget)
+    extra = (f" + {_gib(per_micro_batch)} per accumulated micro-batch"
+             if per_micro_batch and per_replica > 1 else "")
+    raise VitcliError(
+        f"a training step does not fit in memory even one image at a time: estimated "
+        f"{_gib(fixed)} fixed + {_gib(per_image)} per image{extra}, against "
+        f"{safety:.0%} of {_gib(budget)} available",
+        hint=("use a smaller --batch (accumulating micro-batches costs memory too), "
+              if accumulating else "use ")
+        + f"a smaller --res, --remat, --precision bf16 or a smaller --model; if the "
+        f"estimate is too pessimistic, set {BUDGET_ENV} (e.g. {BUDGET_ENV}=16GiB)")
 
 
 def _divisors(number: int) -> list[int]:

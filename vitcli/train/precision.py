@@ -7,9 +7,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from vitcli.config import PRECISIONS  # declared once, with the setting
 from vitcli.errors import VitcliError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 

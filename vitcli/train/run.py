@@ -125,8 +125,10 @@ def prepare_run(config: RunConfig, callbacks: TrainingCallbacks | None = None) -
     batch = plan_batch(config, model, strategy, precision, device_kind(strategy))
     config = dataclasses.replace(config, train=dataclasses.replace(
         config.train, accum_steps=batch.accum_steps))
-    lines = [*([weights_line] if weights_line else []), *schedule_lines, crop_line,
-             f"batch: {batch.describe()}"]
+    if weights_line:  # the published checkpoint, said in full where the loader names it
+        load_lines = [weights_line if line.startswith("weights:") else line
+                      for line in load_lines]
+    lines = [*schedule_lines, crop_line, f"batch: {batch.describe()}"]
     return PreparedRun(config=config, strategy=strategy, source=source, precision=precision,
                        model=model, trained=trained, batch_loss=batch_loss, batch=batch,
                        load_lines=load_lines, plan_lines=lines)

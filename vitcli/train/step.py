@@ -67,7 +67,12 @@ def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strat
         gradients = [tf.zeros(variable.shape, variable.dtype) for variable in variables]
         loss_sum = tf.constant(0.0)
         for index, (images, labels) in enumerate(micro_batches):
-            with tf.GradientTape() as tape:
+            # One micro-batch at a time: in a graph, the unrolled forward passes would
+            # otherwise run side by side and keep all their activations at once, which is
+            # the memory accumulation exists to save.
+            with tf.control_dependencies(gradients if index else []), \
+                    tf.GradientTape() as tape:
+                images = tf.identity(images)
                 loss = batch_loss(images, labels, micro_batch_seed(index)) / global_batch
                 scaled = loss * tf.cast(scale, tf.float32) if scale is not None else loss
             step_gradients = tape.gradient(scaled, variables)

@@ -19,9 +19,9 @@ import os
 
 import tensorflow as tf
 
+from vitcli.config import STRATEGIES  # declared once, with the setting
 from vitcli.errors import VitcliError
 
-STRATEGIES = ("auto", "default", "mirrored", "multi-worker", "tpu")
 CPU_DEVICES_VARIABLE = "VITCLI_CPU_DEVICES"
 
 
