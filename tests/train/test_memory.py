@@ -90,6 +90,16 @@ def test_plan_refuses_when_one_image_does_not_fit_in_one_line_with_the_numbers()
         assert fix in text
 
 
+def test_plan_refusal_names_the_batch_when_accumulating_is_what_does_not_fit():
+    with pytest.raises(VitcliError) as error:
+        memory.plan_micro_batch(512, 1, per_image=2 * MIB, fixed=GIB, budget=2 * GIB,
+                                per_micro_batch=200 * MIB)
+    text = one_line(error)
+    assert "0.20 GiB per accumulated micro-batch" in text and "--batch" in text
+    assert memory.plan_micro_batch(512, 1, per_image=2 * MIB, fixed=GIB, budget=2 * GIB) \
+        == (256, 2)
+
+
 # --- The budget. ----------------------------------------------------------------------------
 @pytest.mark.parametrize("text, size", [
     ("1000", 1000), ("3GiB", 3 * GIB), ("512MiB", 512 * MIB), ("512mib", 512 * MIB),

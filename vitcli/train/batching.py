@@ -55,17 +55,26 @@ def plan_batch(config: RunConfig, model, strategy, precision: str, device: str) 
     model_config = config_from_model(model)
     per_image = memory.training_bytes_per_image(model_config, precision, config.remat)
     fixed = memory.fixed_training_bytes(model_config, train.optimizer, train.momentum_dtype,
+                                        precision=precision, remat=config.remat,
                                         ema=train.ema_decay is not None, device=device)
+    # Each further micro-batch of a step costs a little (its share of the traced graph).
+    per_micro_batch, overlap = memory.accumulation_costs(model_config, device)
+
+    def peak(micro: int, accum: int) -> int:
+        return memory.plan_peak_bytes(micro, accum, per_image, fixed,
+                                      per_micro_batch=per_micro_batch, accum_overlap=overlap)
+
     if train.accum_steps == "auto":
         budget = memory.available_bytes(device)
-        micro, accum = memory.plan_micro_batch(train.batch_size, replicas, per_image, fixed,
-                                               budget)
-        return BatchPlan(train.batch_size, replicas, micro, accum, "auto",
-                         fixed + micro * per_image, budget)
+        micro, accum = memory.plan_micro_batch(
+            train.batch_size, replicas, per_image, fixed, budget,
+            per_micro_batch=per_micro_batch, accum_overlap=overlap)
+        return BatchPlan(train.batch_size, replicas, micro, accum, "auto", peak(micro, accum),
+                         budget)
     micro, remainder = divmod(train.batch_size, train.accum_steps * replicas)
     if remainder or micro < 1:
         raise VitcliError(f"--batch {train.batch_size} is not divisible by --accum "
                           f"{train.accum_steps} x {replicas} replicas",
                           hint="use --accum auto, or a batch that divides evenly")
     return BatchPlan(train.batch_size, replicas, micro, train.accum_steps, "given",
-                     fixed + micro * per_image)
+                     peak(micro, train.accum_steps))

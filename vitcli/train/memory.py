@@ -8,7 +8,7 @@ estimate made before the first step:
     peak = fixed_training_bytes(...) + micro_batch * training_bytes_per_image(...)
 
 (`plan_peak_bytes`, which also counts what accumulating micro-batches costs in the step as
-it is written today: see ACCUM_OVERLAP). Both terms are formulas in the model config whose
+it is written today: see `accumulation_costs`). Both terms are formulas in the model config whose
 constants were fitted to the peak RSS measured on a 2-core CPU machine
 (benchmarks/memory_calibration.py and its .json); they are set so that the estimate is at
 or somewhat above every measurement, never below.
@@ -77,17 +77,15 @@ REMAT_GRAPH_BYTES_PER_BLOCK = {"cpu": 6 * MIB, "gpu": 0, "tpu": 0}
 GRAPH_BYTES_PER_STEM_UNIT = {"cpu": 25 * MIB, "gpu": 0, "tpu": 0}
 
 # --- Accumulation as vitcli.train.step does it (at the time of this calibration). ----------
-# The step unrolls its micro-batches in one graph, and TensorFlow starts the next
-# micro-batch's forward pass while the previous one's activations are still alive: one
-# micro-batch image costs 1.95x (vit-ti16, 2 micro-batches), 2.1x (vit-ti16, 8) and 2.66x
-# (vit-b16, 2) what it costs without accumulation. Each extra micro-batch also adds its own
-# copy of the traced graph (vit-ti16: 80 MiB, 6.7 MiB per block). Running the micro-batches
-# one after the other (a tf.while_loop with parallel_iterations=1) measured close to a
-# single micro-batch (vit-b16, 2 x 3 images: 3445 MiB against 3808 unrolled and ~2940 for
-# 3 images without accumulation); with such a step, re-run the calibration's accumulation
-# cases and lower these (to 0 and ~1.0 with a few gradient copies more in the fixed part).
-ACCUM_OVERLAP = 2.7
-UNROLLED_GRAPH_BYTES_PER_BLOCK = {"cpu": 8 * MIB, "gpu": 0, "tpu": 0}
+# The step unrolls its micro-batches in one graph and orders them with control dependencies:
+# a micro-batch image then costs what it costs without accumulation (vit-b16, 2 micro-
+# batches: 259.6 against 260.7 MiB; vit-ti16, 8: 87.9 against 72.8, the excess being the
+# benchmark's input arrays, which grow with the whole global batch). Before that ordering
+# the micro-batches' activations overlapped (1.95x to 2.66x). Each extra micro-batch adds
+# its own copy of the traced graph on the host: vit-ti16 with 8 micro-batches, 142 MiB
+# each (11.8 MiB per block). A step that loops (tf.while_loop) would not.
+ACCUM_OVERLAP = 1.1
+UNROLLED_GRAPH_BYTES_PER_BLOCK = {"cpu": 14 * MIB, "gpu": 0, "tpu": 0}
 
 # --- Device memory where it cannot be read. ------------------------------------------------
 # A TPU core's HBM (v3: 16 GiB per core, v4: 32 GiB per chip); v2 cores have 8 GiB and need
@@ -387,9 +385,8 @@ def plan_micro_batch(global_batch: int, replicas: int, per_image: int, fixed: in
                      budget: int, safety: float = DEFAULT_SAFETY, *, per_micro_batch: int = 0,
                      accum_overlap: float = 1.0) -> tuple[int, int]:
     """(micro_batch, accum_steps): the largest divisor of global_batch / replicas whose
-    estimated peak (`plan_peak_bytes`: fixed + micro_batch * per_image without the
-    accumulation terms) fits safety * budget, and the number of micro-batches that make up
-    the global batch."""
+    estimated peak (`plan_peak_bytes`) fits safety * budget, and the number of micro-batches
+    that make up the global batch. A refusal names the numbers and what to change."""
     per_replica, remainder = divmod(global_batch, replicas)
     if remainder or per_replica < 1:
         raise VitcliError(f"global batch {global_batch} is not divisible by {replicas} "
@@ -405,7 +402,7 @@ def plan_micro_batch(global_batch: int, replicas: int, per_image: int, fixed: in
     extra = (f" + {_gib(per_micro_batch)} per accumulated micro-batch"
              if per_micro_batch and per_replica > 1 else "")
     raise VitcliError(
-        f"a training step does not fit in memory even one image at a time: estimated "
+        f"no micro-batch of the batch of {global_batch} fits in memory: estimated "
         f"{_gib(fixed)} fixed + {_gib(per_image)} per image{extra}, against "
         f"{safety:.0%} of {_gib(budget)} available",
         hint=("use a smaller --batch (accumulating micro-batches costs memory too), "
@@ -429,7 +426,8 @@ def remat_scope(enabled: bool):
     refuses keyword arguments, and Keras passes `training=` to every block ("The
     custom_gradient decorator currently supports keywords arguments only when eager
     execution is enabled"). Here the keyword arguments are bound first and only the tensors
-    go through tf.recompute_grad; see `checkpoint_layer`.
+    go through tf.recompute_grad; see `checkpoint_layer`. While open, the scope hooks the
+    two classes' constructors (restored on exit; not for use from several threads).
     """
     if not enabled:
         return contextlib.nullcontext()
