@@ -114,7 +114,9 @@ def make_data(photos: Path, data: Path) -> int:
         for file, indices in zip(files, counts, strict=True):
             photo = Image.open(photos / file).convert("RGB")
             for index, image in enumerate(variants(photo, len(indices), rng)):
-                image.save(folder / f"{Path(file).stem}-{index:02d}.jpg", quality=90)
+                path = folder / f"{Path(file).stem}-{index:02d}.jpg"
+                if not path.exists():  # the same images each time: never rewrite one in use
+                    image.save(path, quality=90)
     return sum(len(files) for files in CLASSES.values())
 
 
@@ -252,7 +254,9 @@ def finetune(case: str, out: Path, data: Path) -> dict:
                "--batch", str(BATCH), "--out", str(run), *flags]
     measured = run_measured(command, out / "logs" / f"{case}-finetune.log",
                             watch=run / "metrics.jsonl")
-    return {"command": " ".join(command[1:]), "run": str(run),
+    errors = [line for line in (out / "logs" / f"{case}-finetune.err").read_text().splitlines()
+              if line.startswith("error:")]
+    return {"command": " ".join(command[1:]), "run": str(run), "error_lines": errors,
             **plan_figures(measured), **step_figures(run, measured)}
 
 
@@ -357,13 +361,14 @@ def machine() -> dict:
 
 def table(results: dict) -> str:
     """The summary as a Markdown table."""
-    rows = ["| case | model | res | batch | micro x accum | est. peak GiB | max RSS GiB "
-            "| step s | run CPU s | finetune wall s | export wall s | export verified "
-            "| load avg |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| case | model | res | batch | outcome | micro x accum | est. peak GiB "
+            "| max RSS GiB | step s | run CPU s | finetune wall s | export wall s "
+            "| export verified | load avg |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for case, result in results.items():
         run, served = result["finetune"], result.get("export", {})
         rows.append(
-            f"| {case} | {CASES[case][0]} | {RES} | {BATCH} | "
+            f"| {case} | {CASES[case][0]} | {RES} | {BATCH} | {outcome(run)} | "
             f"{run.get('micro_batch')} x {run.get('accum')} | {run.get('estimated_peak_gib')} "
             f"| {run['max_rss_gib']} | {run.get('step_s')} | {run.get('cpu_s')} "
             f"| {run['wall_s']} | {served.get('wall_s')} "
@@ -373,23 +378,34 @@ def table(results: dict) -> str:
 
 
 def source_version() -> dict:
-    """The commit and the content hash of the memory estimate's module: the plan's figures
-    depend on that file, which may differ from the commit while it is being worked on."""
+    """The commit, and the content hashes of the modules the figures depend on most (the
+    memory estimate, the training step), which may differ from the commit while they are
+    being worked on."""
     def git(*arguments: str) -> str:
         return subprocess.run(["git", *arguments], cwd=ROOT, capture_output=True,
                               text=True).stdout.strip()
 
-    memory = "vitcli/train/memory.py"
-    return {"commit": git("rev-parse", "--short", "HEAD"),
-            "memory_py_blob": git("hash-object", memory)[:10],
-            "memory_py_modified": bool(git("status", "--porcelain", memory))}
+    version = {"commit": git("rev-parse", "--short", "HEAD")}
+    for module in ("memory", "step"):
+        path = f"vitcli/train/{module}.py"
+        version[f"{module}_py_blob"] = git("hash-object", path)[:10]
+        version[f"{module}_py_modified"] = bool(git("status", "--porcelain", path))
+    return version
+
+
+def outcome(run: dict) -> str:
+    """completed, killed (SIGKILL: on this machine the kernel's out-of-memory killer, see
+    dmesg) or the exit status."""
+    if run["returncode"] == 0:
+        return "completed"
+    return "killed" if run["returncode"] in (137, -9) else f"exit {run['returncode']}"
 
 
 def earlier_results(path: Path) -> dict:
-    """What an earlier invocation measured (`--cases` reruns only some of the cases)."""
+    """What earlier invocations measured (`--cases` reruns only some of the cases)."""
     earlier = json.loads(path.read_text()) if path.exists() else {}
-    return {"results": earlier.get("results", {}),
-            **({"h14_exports": earlier["h14_exports"]} if "h14_exports" in earlier else {})}
+    return {key: earlier[key] for key in ("results", "superseded", "h14_exports")
+            if key in earlier}
 
 
 def run_case(case: str, out: Path, data: Path) -> dict:
@@ -429,10 +445,17 @@ def main() -> int:
               "data": {"folder": str(data), "real_photos": photos,
                        "images": IMAGES_PER_CLASS * len(CLASSES), "classes": CLASSES},
               **earlier_results(arguments.json)}
+    report.setdefault("results", {})
     for case in arguments.cases:
+        if case in report["results"]:  # kept: a rerun may measure changed code
+            report.setdefault("superseded", {}).setdefault(case, []).append(
+                report["results"][case])
         report["results"][case] = run_case(case, out, data)
         arguments.json.write_text(json.dumps(report, indent=1) + "\n")
     if arguments.h14:
+        if "h14_exports" in report:
+            report.setdefault("superseded", {}).setdefault("h14_exports", []).append(
+                report["h14_exports"])
         report["h14_exports"] = {"source": source_version(), **h14_exports(out)}
         arguments.json.write_text(json.dumps(report, indent=1) + "\n")
     print(table(report["results"]))

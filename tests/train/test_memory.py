@@ -67,11 +67,9 @@ def test_plan_counts_what_accumulating_micro_batches_costs():
     assert memory.plan_peak_bytes(4, 2, 100, 100) == 500
 
 
-def test_accumulation_costs_describe_the_unrolled_step():
-    per_micro_batch, overlap = memory.accumulation_costs(TI, "cpu")
-    assert per_micro_batch == TI.depth * memory.UNROLLED_GRAPH_BYTES_PER_BLOCK["cpu"]
-    assert overlap == memory.ACCUM_OVERLAP > 1
-    assert memory.accumulation_costs(TI, "gpu")[0] == 0
+def test_accumulation_costs_describe_the_looped_step():
+    assert memory.accumulation_costs(TI, "cpu") == (0, 1.0)
+    assert memory.stacked_input_bytes(TI, 8) == 8 * TI.image_size**2 * 3 * 4
 
 
 def test_plan_refuses_a_batch_the_replicas_do_not_divide():

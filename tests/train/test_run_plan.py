@@ -96,6 +96,7 @@ def budget_for_micro_batch(variant: str, res: int, micro: int, accum: int) -> in
                                          representation_size=row.hidden_size)
     per_image = memory.training_bytes_per_image(config, "fp32")
     fixed = memory.fixed_training_bytes(config, "adamw", "float32")
+    fixed += memory.stacked_input_bytes(config, micro * accum)
     per_micro_batch, overlap = memory.accumulation_costs(config, "cpu")
     peak = memory.plan_peak_bytes(micro, accum, per_image, fixed,
                                   per_micro_batch=per_micro_batch, accum_overlap=overlap)

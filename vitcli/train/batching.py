@@ -57,7 +57,8 @@ def plan_batch(config: RunConfig, model, strategy, precision: str, device: str) 
     fixed = memory.fixed_training_bytes(model_config, train.optimizer, train.momentum_dtype,
                                         precision=precision, remat=config.remat,
                                         ema=train.ema_decay is not None, device=device)
-    # Each further micro-batch of a step costs a little (its share of the traced graph).
+    # Accumulating keeps the replica's whole batch of pixels stacked for the step's loop.
+    fixed += memory.stacked_input_bytes(model_config, train.batch_size // replicas)
     per_micro_batch, overlap = memory.accumulation_costs(model_config, device)
 
     def peak(micro: int, accum: int) -> int:

@@ -77,15 +77,13 @@ REMAT_GRAPH_BYTES_PER_BLOCK = {"cpu": 6 * MIB, "gpu": 0, "tpu": 0}
 GRAPH_BYTES_PER_STEM_UNIT = {"cpu": 25 * MIB, "gpu": 0, "tpu": 0}
 
 # --- Accumulation as vitcli.train.step does it (at the time of this calibration). ----------
-# The step unrolls its micro-batches in one graph and orders them with control dependencies:
-# a micro-batch image then costs what it costs without accumulation (vit-b16, 2 micro-
-# batches: 259.6 against 260.7 MiB; vit-ti16, 8: 87.9 against 72.8, the excess being the
-# benchmark's input arrays, which grow with the whole global batch). Before that ordering
-# the micro-batches' activations overlapped (1.95x to 2.66x). Each extra micro-batch adds
-# its own copy of the traced graph on the host: vit-ti16 with 8 micro-batches, 142 MiB
-# each (11.8 MiB per block). A step that loops (tf.while_loop) would not.
-ACCUM_OVERLAP = 1.1
-UNROLLED_GRAPH_BYTES_PER_BLOCK = {"cpu": 14 * MIB, "gpu": 0, "tpu": 0}
+# The step accumulates micro-batches in a tf.while_loop (one at a time, one copy of the
+# graph), so a micro-batch image costs what it costs without accumulation; what grows with
+# the number of micro-batches is only the stacked input of the whole per-replica batch
+# (`stacked_input_bytes`). Measured on vit-s16 at 224 px, batch 16: 3.23 GiB in one
+# micro-batch, 1.51 GiB as 8 x 2. (An earlier unrolled step ran the micro-batches side by
+# side, 1.95x to 2.66x per image, and added a graph copy per micro-batch.)
+ACCUM_OVERLAP = 1.0
 
 # --- Device memory where it cannot be read. ------------------------------------------------
 # A TPU core's HBM (v3: 16 GiB per core, v4: 32 GiB per chip); v2 cores have 8 GiB and need
@@ -206,11 +204,15 @@ def _stem_units(config: ModelConfig) -> int:
 
 def accumulation_costs(config: ModelConfig, device: str = "cpu") -> tuple[int, float]:
     """(bytes per extra micro-batch, activation overlap factor) of accumulating micro-batches
-    in vitcli.train.step as it is: pass them to `plan_micro_batch` / `plan_peak_bytes`."""
-    if device not in UNROLLED_GRAPH_BYTES_PER_BLOCK:
+    in vitcli.train.step's loop: nothing per micro-batch beyond `stacked_input_bytes`."""
+    if device not in FRAMEWORK_BYTES:
         raise VitcliError(f"unknown device '{device}'", hint="use cpu, gpu or tpu")
-    layers = config.depth + _stem_units(config)
-    return layers * UNROLLED_GRAPH_BYTES_PER_BLOCK[device], ACCUM_OVERLAP
+    return 0, ACCUM_OVERLAP
+
+
+def stacked_input_bytes(config: ModelConfig, per_replica_batch: int) -> int:
+    """The float32 pixels of a replica's whole batch, stacked for the accumulation loop."""
+    return per_replica_batch * config.image_size**2 * 3 * 4
 
 
 # --- The budget. ----------------------------------------------------------------------------

@@ -63,22 +63,34 @@ def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strat
         slot = tf.cast(replica, tf.int64) * accum_steps + index
         return tf.stack([tf.cast(steps_done, tf.int64), slot])
 
+    def micro_batch_gradients(images, labels, index):
+        with tf.GradientTape() as tape:
+            loss = batch_loss(images, labels, micro_batch_seed(index)) / global_batch
+            scaled = loss * tf.cast(scale, tf.float32) if scale is not None else loss
+        return loss, tape.gradient(scaled, variables)
+
     def gradients_of(micro_batches):
-        gradients = [tf.zeros(variable.shape, variable.dtype) for variable in variables]
-        loss_sum = tf.constant(0.0)
-        for index, (images, labels) in enumerate(micro_batches):
-            # One micro-batch at a time: in a graph, the unrolled forward passes would
-            # otherwise run side by side and keep all their activations at once, which is
-            # the memory accumulation exists to save.
-            with tf.control_dependencies(gradients if index else []), \
-                    tf.GradientTape() as tape:
-                images = tf.identity(images)
-                loss = batch_loss(images, labels, micro_batch_seed(index)) / global_batch
-                scaled = loss * tf.cast(scale, tf.float32) if scale is not None else loss
-            step_gradients = tape.gradient(scaled, variables)
-            gradients = [total + tf.cast(gradient, total.dtype)
-                         for total, gradient in zip(gradients, step_gradients, strict=True)]
-            loss_sum += loss
+        if len(micro_batches) == 1:
+            (images, labels), = micro_batches
+            loss, gradients = micro_batch_gradients(images, labels, tf.constant(0, tf.int64))
+            return [tf.cast(gradient, variable.dtype)
+                    for gradient, variable in zip(gradients, variables, strict=True)], loss
+        # A loop, not an unrolled sequence: one micro-batch at a time (an unrolled graph
+        # runs their forward passes side by side, keeping all their activations), and one
+        # copy of the step's graph however many micro-batches there are.
+        images = tf.stack([images for images, _ in micro_batches])
+        labels = tf.stack([labels for _, labels in micro_batches])
+
+        def body(index, loss_sum, *totals):
+            loss, gradients = micro_batch_gradients(images[index], labels[index], index)
+            return (index + 1, loss_sum + loss,
+                    *[total + tf.cast(gradient, total.dtype)
+                      for total, gradient in zip(totals, gradients, strict=True)])
+
+        zeros = [tf.zeros(variable.shape, variable.dtype) for variable in variables]
+        _, loss_sum, *gradients = tf.while_loop(
+            lambda index, *_: index < len(micro_batches), body,
+            (tf.constant(0, tf.int64), tf.constant(0.0), *zeros), parallel_iterations=1)
         return gradients, loss_sum
 
     def replica_step(micro_batches):
