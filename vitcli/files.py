@@ -81,7 +81,7 @@ def write_atomically(path: str | Path, write, before_replace=None) -> Path:
     """Calls `write(temporary_path)` and renames the result into place, so an interrupted
     write never leaves a half-written `path` behind.
 
-    The temporary (`.NAME.XXXX.SUFFIX`, same folder, so the rename is atomic) is removed on
+    The temporary (`.NAME.<random>.SUFFIX`, same folder, so the rename is atomic) is removed on
     any failure; `before_replace()` runs once the new file is complete, just before the
     rename (checkpoint rotation). A full disk is a DiskFullError naming `path`.
     """

@@ -10,23 +10,12 @@ import typer
 from vitcli._environment import import_tensorflow_quietly
 from vitcli.cli import options as opt
 from vitcli.cli.console import console, reports_errors
-from vitcli.cli.options import with_default
+from vitcli.cli.options import read_labels_file, with_default
 from vitcli.config import DataConfig
-from vitcli.errors import VitcliError
 from vitcli.files import terminate_as_interrupt
 
 SUFFIXES = {"savedmodel": "", "keras": ".keras", "tflite": ".tflite", "onnx": ".onnx",
             "npz": ".npz"}
-
-
-def _read_labels(path: Path) -> list[str]:
-    """The lines of a --labels file; an unreadable one is one line, not a traceback."""
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise VitcliError(f"--labels {path} is not UTF-8 text") from None
-    except OSError as error:
-        raise VitcliError(f"cannot read --labels {path}: {error.strerror or error}") from None
 
 
 def _source(model: Path) -> tuple[Path, str | Path]:
@@ -72,7 +61,7 @@ def export_command(
     from vitcli.export import check_format
 
     check_format(fmt)  # before TensorFlow starts: a typo answers at once
-    labels = _read_labels(labels_file) if labels_file is not None else None
+    labels = read_labels_file(labels_file) if labels_file is not None else None
     import_tensorflow_quietly()
     # SIGTERM takes Ctrl-C's path, so an export killed by a scheduler removes its temporary.
     with terminate_as_interrupt():

@@ -85,3 +85,15 @@ Jit = Annotated[bool | None, typer.Option(
     "--jit/--no-jit", help=with_default("XLA-compile the training step.",
                                         switch_default("jit", RunConfig.jit)),
     rich_help_panel=SCALE)]
+
+
+def read_labels_file(path: Path) -> list[str]:
+    """The lines of a --labels file (export, predict); an unreadable one is one line."""
+    from vitcli.errors import VitcliError
+
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise VitcliError(f"--labels {path} is not UTF-8 text") from None
+    except OSError as error:
+        raise VitcliError(f"cannot read --labels {path}: {error.strerror or error}") from None

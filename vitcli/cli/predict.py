@@ -14,22 +14,12 @@ from rich.table import Table
 from vitcli._environment import import_tensorflow_quietly
 from vitcli.cli import options as opt
 from vitcli.cli.console import console, error_console, print_json, reports_errors
-from vitcli.cli.options import with_default
+from vitcli.cli.options import read_labels_file, with_default
 from vitcli.config import DataConfig, check_value
 from vitcli.errors import VitcliError
 
 BATCH_SIZE = 32  # images per forward pass
 LISTED_SKIPS = 20  # skipped files named in the warning; the rest are counted
-
-
-def _read_labels(path: Path) -> list[str]:
-    """The lines of a --labels file; a missing or unreadable one is one line."""
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise VitcliError(f"--labels {path} is not UTF-8 text") from None
-    except OSError as error:
-        raise VitcliError(f"cannot read --labels {path}: {error.strerror or error}") from None
 
 
 def _labels(model, given: list[str] | None, run_labels: list[str] | None,
@@ -85,7 +75,7 @@ def predict_command(
     missing = next((path for path in images if not path.exists()), None)
     if missing is not None:
         raise VitcliError(f"'{missing}' does not exist")
-    given = _read_labels(labels_file) if labels_file is not None else None
+    given = read_labels_file(labels_file) if labels_file is not None else None
     import_tensorflow_quietly()
     from vitcli.evaluate.predict import predict_files
     from vitcli.train.models import load_trained
