@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist); 0 runs the suite in this process.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test test-fast lint bench clean
 
@@ -19,11 +21,11 @@ demo: $(STAMP)
 
 ## test: the whole suite (heavy tests included)
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 ## test-fast: everything but the tests marked heavy
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not heavy" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "not heavy" $(PYTEST_ARGS)
 
 ## bench: throughput vs timm and keras-hub (own environment .venv-bench; ~20-25 min)
 bench:

@@ -20,7 +20,7 @@ import pytest
 from tests.reference import numpy_vit
 from vitcli.errors import VitcliError
 
-# Tiny official-layout checkpoints (REFERENCE section 4) for parity and loading tests.
+# Tiny official-layout checkpoints (docs/reference.md §4.1) for parity and loading tests.
 _SMALL = dict(depth=2, num_classes=5)
 CHECKPOINT_SHAPES = {
     "token": dict(_SMALL, hidden_size=32, num_heads=4, mlp_dim=64, patch_size=8, image_size=32),

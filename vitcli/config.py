@@ -187,7 +187,7 @@ class ResNetConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything that fixes a ViT's architecture (REFERENCE sections 1-3)."""
+    """Everything that fixes a ViT's architecture (docs/reference.md §1-§3)."""
 
     hidden_size: int
     depth: int
@@ -238,7 +238,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the images come from and how they are prepared (REFERENCE section 6)."""
+    """Where the images come from and how they are prepared (docs/reference.md §6.2)."""
 
     source: str = setting("", str, flag="--data", what="image folder or tfds:NAME")
     data_dir: str | None = setting(None, str, optional=True,
@@ -338,7 +338,7 @@ FINETUNE_DEFAULTS = TrainConfig()
 
 @dataclass(frozen=True)
 class MaskedPatchConfig:
-    """Self-supervised masked patch prediction (REFERENCE section 6, the paper's section 4.6)."""
+    """Self-supervised masked patch prediction (docs/reference.md §6.4, the paper's section 4.6)."""
 
     # of each image's patches (rounded, at least one)
     corrupt_fraction: float = setting(0.5, float, low=0, high=1, open_low=True, flag=None,
@@ -413,12 +413,37 @@ def _described(value) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
+def flag_of(field: dataclasses.Field) -> str | None:
+    """The command-line flag of a setting: its rule's, else --<name with dashes>; None when it
+    has none (a recipe-only setting, or a section)."""
+    rule = field.metadata.get("rule")
+    if rule is None or rule.flag is None:
+        return None
+    return rule.flag or f"--{field.name.replace('_', '-')}"
+
+
+def settings_from_options(options: dict) -> dict:
+    """The settings of a run (RunConfig's, its sections' nested) from command-line options
+    keyed by parameter name, each flag's name without its dashes (`--res` -> `res`,
+    `--log-every` -> `log_every`), as typer names them; None means 'not given'. Every
+    setting with a flag must be among `options`, so a new one cannot be left out silently."""
+    def given(cls) -> dict:
+        return {field.name: options[flag[2:].replace("-", "_")]
+                for field in dataclasses.fields(cls) if (flag := flag_of(field))}
+
+    settings = given(RunConfig)
+    for name, cls in SECTIONS.items():
+        if section := given(cls):
+            settings[name] = section
+    return settings
+
+
 def _name(cls, field: dataclasses.Field, origin: str | None, *, described: bool = True) -> str:
     """How a message names a setting: its flag, or its key and the recipe it is from, and
     (`described`) what it is: '--steps (optimizer steps)', 'train.steps in r.yaml'."""
     rule = field.metadata["rule"]
     if origin == FLAGS and rule.flag is not None:
-        name, source = rule.flag or f"--{field.name.replace('_', '-')}", ""
+        name, source = flag_of(field), ""
     else:
         name = f"{_SECTION_OF[cls]}.{field.name}" if cls in _SECTION_OF else field.name
         source = f" in {origin}" if origin and origin != FLAGS else ""

@@ -1,5 +1,6 @@
-"""File helpers shared by every command: atomic writes, a full disk as one line, an
-exclusive directory lock, and SIGTERM taken like Ctrl-C so interrupted work cleans up."""
+"""File helpers shared by every command: atomic writes (files and folders), the cache home,
+a full disk as one line, an exclusive directory lock, and SIGTERM taken like Ctrl-C so
+interrupted work cleans up."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from vitcli.errors import VitcliError
@@ -23,6 +26,12 @@ LOCK_FILE = ".vitcli.lock"
 # errno values (and their messages, for errors re-raised as text) meaning "the disk is full".
 FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 FULL_DISK_MESSAGES = ("No space left on device", "Disk quota exceeded")
+
+
+def home_dir() -> Path:
+    """vitcli's cache root: `$VITCLI_HOME` if set, else `~/.cache/vitcli`."""
+    configured = os.environ.get("VITCLI_HOME")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "vitcli"
 
 
 class DiskFullError(VitcliError):
@@ -77,6 +86,54 @@ def _sync(path: str | Path) -> None:
         os.close(descriptor)
 
 
+def remove_path(path: str | Path) -> None:
+    """Removes a file or a folder tree, if there is one."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def without_interruption(clean_up) -> None:
+    """Runs `clean_up()` to the end even if Ctrl-C or SIGTERM arrive meanwhile (a second
+    signal must not leave half a temporary behind), then re-raises the interruption."""
+    interrupted = False
+    while True:
+        try:
+            clean_up()
+            break
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
+        raise KeyboardInterrupt
+
+
+def move_into_place(temporary: str | Path, path: str | Path, before_replace=None) -> None:
+    """Renames the finished `temporary` (beside `path`, so the rename is atomic) onto `path`,
+    a file's data flushed to the disk first; `before_replace()` runs just before the rename
+    (checkpoint rotation), so the window without a `path` is as short as can be."""
+    if os.path.isfile(temporary):  # a folder (SavedModel) has no data of its own to flush
+        _sync(temporary)
+    if before_replace is not None:
+        before_replace()
+    os.replace(temporary, path)
+
+
+@contextlib.contextmanager
+def replacing(path: str | Path, temporary: str | Path, before_replace=None) -> Iterator[Path]:
+    """Write-then-rename, for a file or a folder: the block writes `temporary` (a path beside
+    `path`); when it succeeds, `temporary` is moved onto `path` (`move_into_place`). Whatever
+    is left of it is removed in any case, Ctrl-C and SIGTERM included, so `path` is either as
+    it was or complete."""
+    temporary = Path(temporary)
+    try:
+        yield temporary
+        move_into_place(temporary, path, before_replace)
+    finally:
+        without_interruption(lambda: remove_path(temporary))
+
+
 def write_atomically(path: str | Path, write, before_replace=None) -> Path:
     """Calls `write(temporary_path)` and renames the result into place, so an interrupted
     write never leaves a half-written `path` behind.
@@ -91,18 +148,10 @@ def write_atomically(path: str | Path, write, before_replace=None) -> Path:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix,
                                              dir=path.parent)
         os.close(handle)
-        try:
+        with replacing(path, temporary, before_replace):
             write(temporary)
             # mkstemp creates 0600; give the result the permissions a plain open() would.
             os.chmod(temporary, 0o666 & ~_current_umask())
-            if os.path.isfile(temporary):  # some writers (SavedModel) produce a folder
-                _sync(temporary)
-            if before_replace is not None:
-                before_replace()
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
     return path
 
 

@@ -20,7 +20,7 @@ from vitcli.cli.app import app
 
 runner = CliRunner()
 
-# REFERENCE section 2: parameter counts with a 1000-class head at 224 px.
+# docs/reference.md §2: parameter counts with a 1000-class head at 224 px.
 REFERENCE_PARAMS = {
     "vit-ti16": 5_717_416, "vit-s16": 22_050_664, "vit-b8": 86_576_872,
     "vit-b16": 86_567_656, "vit-b32": 88_224_232, "vit-l16": 304_326_632,

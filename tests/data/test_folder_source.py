@@ -9,7 +9,7 @@ from tests.conftest import vitcli_error
 from tests.data.conftest import encode, image_array, labels_and_ids, make_folder
 from vitcli.config import DataConfig
 from vitcli.data import pipeline
-from vitcli.data.sources import open_source
+from vitcli.data.sources import FOLDER, TFDS, SourceSpec, open_source, parse_source
 
 
 def open_folder(path, **settings):
@@ -128,6 +128,12 @@ def test_a_file_instead_of_a_folder_and_bad_fractions(tmp_path):
     for bad in ("train[:10%]", "1.5"):
         assert "not a fraction" in vitcli_error(open_folder, tmp_path / "data", val_split=bad)
     assert "no data given" in vitcli_error(open_folder, "")
+
+
+def test_one_dispatch_tells_folders_and_tfds_apart():
+    assert parse_source(" tfds: mnist ") == SourceSpec(TFDS, "mnist")
+    assert parse_source("./tfds-like/images") == SourceSpec(FOLDER, "./tfds-like/images")
+    assert "no data given" in vitcli_error(parse_source, "  ")
 
 
 def test_missing_split_names_the_available_ones(tmp_path):

@@ -189,6 +189,42 @@ def test_a_labels_file_of_the_wrong_length_is_one_line(run_dir, mixed_folder, tm
     assert f"--labels {labels} has 2 names for a 3-class model".lower() in message
 
 
+def test_predict_judges_named_files_by_content_not_extension(run_dir, tmp_path):
+    """A PNG named .txt is predicted; a text file named .jpg is reported, named on its own
+    or inside a folder, as folders judge their files."""
+    folder = tmp_path / "misnamed"
+    folder.mkdir()
+    Image.new("RGB", (20, 20), (30, 200, 30)).save(folder / "picture.txt", "PNG")
+    (folder / "words.jpg").write_text("a text file, whatever its name says")
+    for arguments in ([folder / "picture.txt", folder / "words.jpg"], [folder]):
+        result = invoke("predict", run_dir, *arguments, "--json")
+        assert result.exit_code == 0, result.output
+        assert [row["file"] for row in json.loads(result.stdout)] == [
+            str(folder / "picture.txt")]
+        assert f"{folder / 'words.jpg'} (not an image" in result.stderr
+    message = one_error_line(invoke("predict", run_dir, folder / "words.jpg"))
+    assert "no usable images" in message and "words.jpg: not an image" in message
+
+
+def test_an_empty_labels_file_is_one_line(run_dir, mixed_folder, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("")
+    message = one_error_line(invoke("predict", run_dir, mixed_folder / "top.png", "--labels",
+                                    labels))
+    assert f"--labels {labels} has no names".lower() in message
+
+
+def test_a_run_labels_file_of_the_wrong_length_is_one_line(run_dir, mixed_folder, tmp_path):
+    """A run directory whose labels.txt does not name every class is refused, never replaced
+    by class numbers."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").symlink_to(run_dir / "model.keras")
+    (run / "labels.txt").write_text("cat\ndog\n")
+    message = one_error_line(invoke("predict", run, mixed_folder / "top.png"))
+    assert f"{run / 'labels.txt'} has 2 names for a 3-class model".lower() in message
+
+
 def test_a_missing_labels_file_is_one_line(run_dir, mixed_folder, tmp_path):
     message = one_error_line(invoke("predict", run_dir, mixed_folder / "top.png", "--labels",
                                     tmp_path / "absent.txt"))

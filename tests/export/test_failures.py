@@ -3,6 +3,7 @@ errors; where artefacts go and which SavedModel version comes next."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from tests.export.conftest import LABELS, TINY
 from vitcli.errors import VitcliError
 from vitcli.export import dispatch, export_model
 from vitcli.export.dispatch import destination_of
+from vitcli.export.formats import FORMATS
 from vitcli.export.savedmodel import next_version, write_savedmodel
 from vitcli.models.vit import build_vit
 
@@ -19,6 +21,11 @@ from vitcli.models.vit import build_vit
 def _files(folder: Path) -> dict[str, bytes]:
     return {str(path.relative_to(folder)): path.read_bytes()
             for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def _with_writer(monkeypatch, fmt: str, write) -> None:
+    """The registry's `fmt` with another writer, for this test."""
+    monkeypatch.setitem(FORMATS, fmt, dataclasses.replace(FORMATS[fmt], write=write))
 
 
 def _one_line_error(function, *args, **kwargs) -> str:
@@ -33,8 +40,8 @@ def test_a_failed_verification_leaves_nothing(model, tmp_path, monkeypatch):
     """The writer exports another model (other weights): the real check in a fresh process
     sees the difference, and neither the version folder nor its new base folder remains."""
     other = build_vit(TINY)  # its head is zero: uniform probabilities, far from `model`'s
-    monkeypatch.setattr(dispatch, "write_savedmodel",
-                        lambda _model, path, **options: write_savedmodel(other, path, **options))
+    _with_writer(monkeypatch, "savedmodel",
+                 lambda _model, path, **options: write_savedmodel(other, path, **options))
     message = _one_line_error(export_model, model, "savedmodel", tmp_path / "served",
                               labels=LABELS)
     assert "differs from the keras model" in message.lower() and "nothing was written" in message
@@ -50,7 +57,7 @@ def test_an_unloadable_artefact_keeps_the_existing_file(model, tmp_path, monkeyp
         path.write_bytes(b"not a keras archive")
         return {}
 
-    monkeypatch.setitem(dispatch.FILE_WRITERS, "keras", write_garbage)
+    _with_writer(monkeypatch, "keras", write_garbage)
     message = _one_line_error(export_model, model, "keras", destination, labels=LABELS)
     assert "could not be run in a fresh process" in message
     assert _files(tmp_path) == {"model.keras": b"the previous export"}
@@ -70,7 +77,7 @@ def test_a_converter_failure_is_one_line(model, tmp_path, monkeypatch):
     def broken(_model, _path):
         raise RuntimeError("unsupported op\nwith a long\nstack")
 
-    monkeypatch.setitem(dispatch.FILE_WRITERS, "onnx", broken)
+    _with_writer(monkeypatch, "onnx", broken)
     message = _one_line_error(export_model, model, "onnx", tmp_path / "m.onnx", labels=LABELS)
     assert message == "onnx export failed: RuntimeError: unsupported op"
     assert list(tmp_path.iterdir()) == []

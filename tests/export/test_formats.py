@@ -13,11 +13,12 @@ import pytest
 import tensorflow as tf
 
 from tests.export.conftest import keras_probabilities, random_pixels, softmax
-from vitcli.export.compare import TOLERANCES
+from vitcli.export.formats import FORMATS
 from vitcli.weights.checkpoint import load_checkpoint
 from vitcli.weights.npz import read_npz
 
 FILE_FORMATS = ("keras", "npz", "tflite", "onnx")
+TOLERANCES = {name: export_format.tolerance for name, export_format in FORMATS.items()}
 
 
 @pytest.mark.parametrize("fmt", FILE_FORMATS)

@@ -1,4 +1,4 @@
-"""The variant table: decoding names, and the exact parameter counts of REFERENCE section 2.
+"""The variant table: decoding names, and the exact parameter counts of docs/reference.md §2.
 
 Building the large variants allocates up to ~2.5 GB (H/14); those tests are marked heavy and
 free Keras' state after each build. The whole file takes ~25 s on 2 cores.
@@ -12,7 +12,7 @@ import vitcli
 from tests.conftest import random_images, vitcli_error
 from vitcli.models.registry import VARIANTS, decode_variant
 
-# REFERENCE section 2: parameters with a 1000-class head at 224 px.
+# docs/reference.md §2: parameters with a 1000-class head at 224 px.
 REFERENCE_COUNTS = {
     "vit-ti16": 5_717_416,
     "vit-s16": 22_050_664,
@@ -28,7 +28,7 @@ REFERENCE_COUNTS = {
     "r26-vit-b32": 101_383_976,
     "r-vit-ti16": 6_337_704,
 }
-# (hidden, mlp, heads, depth, patch) of the plain rows of the REFERENCE table, plus S/32.
+# (hidden, mlp, heads, depth, patch) of the plain rows of docs/reference.md §2 (S/32 included).
 PLAIN_ARCHITECTURES = {
     "vit-ti16": (192, 768, 3, 12, 16),
     "vit-s16": (384, 1536, 6, 12, 16),
@@ -44,7 +44,7 @@ LIGHT_VARIANTS = {"vit-ti16", "vit-s16", "vit-s32", "vit-b8", "vit-b16", "vit-b3
 
 
 def plain_vit_parameters(hidden, mlp, depth, patch, image_size=224, num_classes=1000) -> int:
-    """Parameter count of a plain token-classifier ViT from its architecture (section 1)."""
+    """Parameters of a plain token-classifier ViT from its architecture (docs/reference.md §2)."""
     patch_conv = patch * patch * 3 * hidden + hidden
     cls = hidden
     posemb = ((image_size // patch) ** 2 + 1) * hidden
@@ -79,7 +79,8 @@ def test_formula_reproduces_reference_counts(name):
 
 
 def test_formula_gives_s32_count():
-    # Not in the REFERENCE table: S/32 has a 7x7 grid; 22,878,952 by the formula.
+    # Not among the reference's counts (docs/reference.md §2): S/32 has a 7x7 grid;
+    # 22,878,952 by the formula.
     assert plain_vit_parameters(384, 1536, 12, 32) == 22_878_952
 
 

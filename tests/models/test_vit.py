@@ -1,5 +1,5 @@
-"""The whole model: numerical parity with the numpy reference, the details of REFERENCE
-section 1 on a built model, and mixed precision."""
+"""The whole model: numerical parity with the numpy reference, the details of docs/reference.md
+§1.5 on a built model, and mixed precision."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def test_parity_distinguishes_images(checkpoint_file):
     assert np.abs(out[0] - out[1]).max() > 1e-2
 
 
-# -- REFERENCE section 1 details on a built model -------------------------------------------
+# -- docs/reference.md §1.5 details on a built model --------------------------------------
 
 
 def test_every_layer_norm_has_epsilon_1e6(fresh_model):

@@ -1,6 +1,6 @@
 """Independent plain-numpy reference of the ViT forward pass (plain and BiT-hybrid).
 
-Written from the facts in REFERENCE.md (sections 1, 3 and 4) only; it shares no code with
+Written from the facts in docs/reference.md (§1, §3 and §4) only; it shares no code with
 `vitcli` and imports no deep-learning framework, so parity tests compare two separate
 implementations. Everything is computed in float64, in eval mode (no dropout).
 """

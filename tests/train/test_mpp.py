@@ -1,4 +1,4 @@
-"""Masked patch prediction (REFERENCE section 6): the corruption plan and layer, the 3-bit
+"""Masked patch prediction (docs/reference.md §6.4): the corruption plan and layer, the 3-bit
 mean-colour targets against plain numpy, the recipe's defaults, and real runs through the CLI
 (loss goes down, the run directory fine-tunes, an interrupted run resumes exactly)."""
 

@@ -1,4 +1,4 @@
-"""The learning-rate schedule against REFERENCE section 6's formula, written out in numpy."""
+"""The learning-rate schedule against docs/reference.md §6.1's formula, written out in numpy."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Checkpoint layouts found in the wild (REFERENCE section 4), each written here from an
+"""Checkpoint layouts found in the wild (docs/reference.md §4.2), each written here from an
 official random checkpoint by renaming, stacking or re-typing its arrays, must load to the same
 weights and logits as the official file."""
 

@@ -1,4 +1,4 @@
-"""Position-embedding resize (REFERENCE section 5): against scipy.ndimage.zoom, and end to end
+"""Position-embedding resize (docs/reference.md §5): against scipy.ndimage.zoom, and end to end
 through `load_checkpoint(..., image_size=...)` against the numpy reference."""
 
 from __future__ import annotations

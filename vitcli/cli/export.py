@@ -12,16 +12,26 @@ from vitcli.cli import options as opt
 from vitcli.cli.console import console, reports_errors
 from vitcli.cli.options import read_labels_file, with_default
 from vitcli.config import DataConfig
+from vitcli.export.formats import FORMATS, get_format
 from vitcli.files import terminate_as_interrupt
 
-SUFFIXES = {"savedmodel": "", "keras": ".keras", "tflite": ".tflite", "onnx": ".onnx",
-            "npz": ".npz"}
+
+def _listed(words: list[str]) -> str:
+    """'a, b or c'."""
+    *rest, last = words
+    return f"{', '.join(rest)} or {last}" if rest else last
+
+
+# The help names what the registry holds, so a new format appears in it by itself.
+VERSIONED = [export_format for export_format in FORMATS.values() if export_format.versioned]
+VERSIONED_NAMES = _listed([export_format.name for export_format in VERSIONED])
+VERSIONED_TITLES = _listed([export_format.title for export_format in VERSIONED])
 
 
 def _source(model: Path) -> tuple[Path, str | Path]:
     """(the model file, what to load it from): a run directory is loaded as such, for its
     labels; a name or URL is resolved (downloaded) once."""
-    from vitcli.train.models import resolve_model_path
+    from vitcli.weights.trained import resolve_model_path
 
     path = resolve_model_path(str(model))
     return path, (model if model.is_dir() else path)
@@ -30,15 +40,15 @@ def _source(model: Path) -> tuple[Path, str | Path]:
 @reports_errors(tensorflow=False)
 def export_command(
     model: opt.ModelArgument,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="savedmodel, keras, tflite, onnx "
-                                     "or npz.")] = "savedmodel",
+    fmt: Annotated[str, typer.Option("--format", "-f",
+                                     help=f"{_listed(list(FORMATS))}.")] = "savedmodel",
     out: Annotated[Path | None, typer.Option("--out", "-o", help=with_default(
-        "Output path (savedmodel: a folder that gets a version sub-folder).",
+        f"Output path ({VERSIONED_NAMES}: a folder that gets a version sub-folder).",
         "<model name>-<format>.<suffix>, e.g. flowers-onnx.onnx"))] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file at "
                                             "--out that is not a vitcli export of this format "
-                                            "(savedmodel: add a version to a folder that is not "
-                                            "a SavedModel base).")] = False,
+                                            f"({VERSIONED_NAMES}: add a version to a folder that "
+                                            f"is not a {VERSIONED_TITLES} base).")] = False,
     labels_file: Annotated[Path | None, typer.Option("--labels", help=with_default(
         "Class names, one per line.", "a run directory's labels.txt, else class numbers"))] = None,
     eval_crop: opt.EvalCrop = None,
@@ -58,14 +68,12 @@ def export_command(
 
       vitcli export runs/flowers --format onnx --out flowers.onnx
     """
-    from vitcli.export import check_format
-
-    check_format(fmt)  # before TensorFlow starts: a typo answers at once
+    suffix = get_format(fmt).suffix  # before TensorFlow starts: a typo answers at once
     labels = read_labels_file(labels_file) if labels_file is not None else None
     import_tensorflow_quietly()
     # SIGTERM takes Ctrl-C's path, so an export killed by a scheduler removes its temporary.
     with terminate_as_interrupt():
-        _export(model, fmt, out or Path(f"{model.stem}-{fmt}{SUFFIXES[fmt]}"), overwrite,
+        _export(model, fmt, out or Path(f"{model.stem}-{fmt}{suffix}"), overwrite,
                 labels, eval_crop or DataConfig.eval_crop, top_k, verify)
 
 
@@ -73,7 +81,7 @@ def _export(model: Path, fmt: str, out: Path, overwrite: bool, labels: list[str]
             eval_crop: str, top_k: int, verify: bool) -> None:
     from vitcli.export import export_model
     from vitcli.export.targets import protected_paths
-    from vitcli.train.models import load_trained
+    from vitcli.weights.trained import load_trained
 
     source, load_from = _source(model)
     network, run_labels = load_trained(load_from)

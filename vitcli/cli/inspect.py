@@ -31,7 +31,7 @@ Batch = Annotated[int | None, typer.Option(
 
 
 def _load(model: Path):
-    from vitcli.train.models import load_trained
+    from vitcli.weights.trained import load_trained
 
     return load_trained(model)[0], model.name
 

@@ -88,12 +88,18 @@ Jit = Annotated[bool | None, typer.Option(
 
 
 def read_labels_file(path: Path) -> list[str]:
-    """The lines of a --labels file (export, predict); an unreadable one is one line."""
+    """The lines of a --labels file (export, predict); an unreadable or empty one is one line.
+    Whether they name every class is checked once the model is loaded
+    (`vitcli.weights.trained.check_labels`)."""
     from vitcli.errors import VitcliError
 
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        labels = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:
         raise VitcliError(f"--labels {path} is not UTF-8 text") from None
     except OSError as error:
         raise VitcliError(f"cannot read --labels {path}: {error.strerror or error}") from None
+    if not labels:  # no model has no classes: never fall back to other names silently
+        raise VitcliError(f"--labels {path} has no names",
+                          hint="give one name per line, in class-index order")
+    return labels

@@ -26,11 +26,12 @@ def _labels(model, given: list[str] | None, run_labels: list[str] | None,
             labels_file: Path | None) -> list[str]:
     """--labels, else the run's labels.txt, else class numbers; --labels must name every
     class of the model."""
+    from vitcli.weights.trained import check_labels
+
     classes = model.output_shape[-1]
-    if given is not None and len(given) != classes:
-        raise VitcliError(f"--labels {labels_file} has {len(given)} names for a {classes}-class "
-                          "model", hint="give one name per line, in class-index order")
-    return given or run_labels or [str(index) for index in range(classes)]
+    if given is not None:
+        return check_labels(given, classes, f"--labels {labels_file}")
+    return run_labels or [str(index) for index in range(classes)]
 
 
 def _warn_skipped(skipped: list[tuple[str, str]]) -> None:
@@ -78,7 +79,7 @@ def predict_command(
     given = read_labels_file(labels_file) if labels_file is not None else None
     import_tensorflow_quietly()
     from vitcli.evaluate.predict import predict_files
-    from vitcli.train.models import load_trained
+    from vitcli.weights.trained import load_trained
 
     network, run_labels = load_trained(model)
     labels = _labels(network, given, run_labels, labels_file)

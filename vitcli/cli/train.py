@@ -1,4 +1,4 @@
-"""`vitcli finetune` and `vitcli pretrain`: one module, two recipes (REFERENCE section 6).
+"""`vitcli finetune` and `vitcli pretrain`: one module, two recipes (docs/reference.md §6).
 
 The command picks the defaults (config.train_defaults); everything else is the same
 machinery. `make_train_command` builds each command's function from one option list, so
@@ -26,6 +26,7 @@ from vitcli.config import (
     RunConfig,
     TrainConfig,
     resolve_run_config,
+    settings_from_options,
     train_defaults,
 )
 from vitcli.errors import VitcliError
@@ -224,23 +225,11 @@ def make_train_command(command: str):
             "--mixup", help=with_default("Mixup alpha (0 = off).", DataConfig.mixup),
             rich_help_panel=opt.DATA)] = None,
     ) -> None:
-        flags = {
-            "objective": objective, "model": model, "weights": weights,
-            "from_scratch": from_scratch or None, "image_size": res, "dropout": dropout,
-            "out": str(out) if out else None, "resume": resume,
-            "overwrite": overwrite, "strategy": strategy,
-            "tpu": tpu, "precision": precision, "jit": jit, "remat": remat,
-            "data": {"source": data, "data_dir": data_dir, "train_split": train_split,
-                     "val_split": val_split, "test_split": test_split, "download": download,
-                     "strict": strict, "eval_crop": eval_crop, "train_crop": train_crop,
-                     "randaugment": randaugment, "mixup": mixup},
-            "train": {"steps": steps, "epochs": epochs, "learning_rate": lr,
-                      "warmup_steps": warmup, "batch_size": batch, "accum_steps": accum,
-                      "optimizer": optimizer, "weight_decay": weight_decay,
-                      "momentum_dtype": momentum_dtype, "label_smoothing": label_smoothing,
-                      "ema_decay": ema, "seed": seed, "log_every": log_every,
-                      "eval_every": eval_every, "checkpoint_every": checkpoint_every},
-        }
+        # Each option is named after its setting's flag (config.flag_of), so the settings
+        # are read off the parameters; only these two need a different value.
+        options = {**locals(), "from_scratch": from_scratch or None,
+                   "out": str(out) if out else None}
+        flags = settings_from_options(options)
         _run(command, recipe_file, flags, dry_run=dry_run, as_json=as_json)
 
     train_command.__name__ = train_command.__qualname__ = f"{command}_command"

@@ -73,8 +73,8 @@ def convert(
 
     Example: vitcli weights convert ViT-B_16.npz --out vit-b16-384.keras --res 384 --num-classes 10
     """
+    from vitcli.files import write_atomically
     from vitcli.weights.checkpoint import load_checkpoint_with_report, save_npz
-    from vitcli.weights.npz import write_atomically
 
     if out.suffix not in (".keras", ".npz"):
         raise typer.BadParameter("--out must end in .keras or .npz")

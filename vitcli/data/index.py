@@ -34,7 +34,6 @@ import io
 import json
 import os
 import stat
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,8 @@ from pathlib import Path
 import tensorflow as tf
 
 from vitcli.data import headers, ops
-from vitcli.weights.hub import home_dir
+from vitcli.errors import VitcliError
+from vitcli.files import DiskFullError, home_dir, write_atomically
 
 INDEX_VERSION = 1
 Progress = Callable[[int, int], None]
@@ -166,6 +166,14 @@ def check_paths(paths: list[Path], progress: Progress | None = None) -> list[str
     return errors
 
 
+def check_images(paths: list[Path]) -> None:
+    """Refuses, in one line, the first of `paths` that is not a usable image (`check_paths`):
+    for files named one by one, where a bad one is an error rather than skipped."""
+    for path, error in zip(paths, check_paths(paths), strict=True):
+        if error is not None:
+            raise VitcliError(f"cannot read image '{path}': {error}")
+
+
 def _header_error(path: Path, limit: int) -> str | None:
     """Why the file is refused from its first bytes alone (unreadable, empty, not an image
     format TensorFlow decodes, or too large), or None; so neither a video nor an image bomb
@@ -265,15 +273,5 @@ def _save_cache(path: Path, root: Path, signature: str, files: dict[str, list],
     """Writes the index atomically; a cache that cannot be written only costs a re-check."""
     record = {"version": INDEX_VERSION, "root": str(root), "signature": signature,
               "max_pixels": limit, "files": files}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    except OSError:
-        return
-    try:
-        with os.fdopen(descriptor, "w") as file:
-            json.dump(record, file)
-        os.replace(temporary, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
+    with contextlib.suppress(OSError, DiskFullError):
+        write_atomically(path, lambda temporary: Path(temporary).write_text(json.dumps(record)))

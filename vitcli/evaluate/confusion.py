@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from vitcli.errors import VitcliError
-from vitcli.weights.npz import write_atomically
+from vitcli.files import write_atomically
 
 CSV_CORNER = "true\\predicted"
 DPI = 100

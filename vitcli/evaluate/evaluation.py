@@ -95,7 +95,7 @@ def _features(extractor, source: DataSource, data: DataConfig, split: str, batch
 
 def evaluate_few_shot(extractor, source: DataSource, data: DataConfig, split: str,
                       shots: tuple[int, ...], batch_size: int) -> dict:
-    """REFERENCE section 7: closed-form linear probes on frozen features, n per class, tested
+    """docs/reference.md §7: closed-form linear probes on frozen features, n per class, tested
     on `split` (for `all`, which holds the shots, on the held-out `val`)."""
     limit = max(shots) + HELD_OUT_PER_CLASS  # shots + held-out examples for the regulariser
     train = _features(extractor, source, data, "train", batch_size, per_class_limit=limit)
@@ -114,7 +114,8 @@ def evaluate_report(model_spec, data_flags: dict, *, split: str | None, batch_si
                     precision: str = "auto") -> dict:
     """Loads the model and data named on the command line and evaluates it."""
     from vitcli.data.sources import open_source
-    from vitcli.train.models import feature_model, load_trained
+    from vitcli.evaluate.features import feature_model
+    from vitcli.weights.trained import load_trained
 
     if not data_flags.get("source"):
         raise VitcliError("give --data: the images to evaluate on")

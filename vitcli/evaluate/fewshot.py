@@ -1,4 +1,4 @@
-"""Few-shot linear evaluation (REFERENCE section 7): closed-form ridge regression on frozen
+"""Few-shot linear evaluation (docs/reference.md §7): closed-form ridge regression on frozen
 features to {-1, +1}^K targets, test examples classified by the largest output.
 
 Decisions:

@@ -1,9 +1,10 @@
 """Exports a Keras ViT as a TF Serving SavedModel, .keras, TFLite, ONNX or reference .npz.
 
 Every export is written beside its destination, reloaded and checked against the Keras
-model in a fresh process, and only then renamed into place. `export_model` is imported
-lazily, so that `python -m vitcli.export.verify` (the fresh process) loads only what the
-format it checks needs.
+model in a fresh process, and only then renamed into place. Each format is one module
+behind the registry in `vitcli.export.formats`. `export_model` is imported lazily, so that
+`python -m vitcli.export.verify` (the fresh process) loads only what the format it checks
+needs.
 """
 
 from __future__ import annotations
@@ -11,28 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FORMATS = ("savedmodel", "keras", "tflite", "onnx", "npz")
-
-
-def check_format(fmt: str) -> None:
-    """Refuses an unknown format in one line; importable before TensorFlow starts."""
-    from vitcli.errors import VitcliError
-
-    if fmt not in FORMATS:
-        raise VitcliError(f"unknown export format '{fmt}'; use one of {', '.join(FORMATS)}")
-
 
 @dataclass
 class ExportResult:
     """What an export wrote and how closely the reloaded artefact matched the Keras model."""
 
     format: str
-    path: Path  # for savedmodel: PATH/<version>
+    path: Path  # for a versioned format (savedmodel): PATH/<version>
     max_abs_diff: float  # on probabilities, measured in a fresh process; NaN if not verified
     details: dict = field(default_factory=dict)
 
 
-__all__ = ["FORMATS", "ExportResult", "check_format", "export_model"]
+__all__ = ["ExportResult", "export_model"]
 
 
 def __getattr__(name: str):

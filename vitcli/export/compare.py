@@ -1,9 +1,10 @@
 """The exporting side of verification: deterministic inputs, the Keras model's answers, the
 fresh process that runs the artefact (`vitcli.export.verify`), and the differences.
 
-Tolerances are on probabilities (max absolute difference). Formats that run TensorFlow's
-own kernels on the same graph (savedmodel, keras, npz) agree to float32 round-off; TFLite
-and ONNX run other kernels (XNNPACK, onnxruntime) and fuse ops differently.
+Tolerances are on probabilities (max absolute difference), one in each format's record
+(`vitcli.export.formats`). Formats that run TensorFlow's own kernels on the same graph
+(savedmodel, keras, npz) agree to float32 round-off; TFLite and ONNX run other kernels
+(XNNPACK, onnxruntime) and fuse ops differently.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import tensorflow as tf
 
 from vitcli.data import ops
 from vitcli.errors import VitcliError
+from vitcli.export.formats import get_format
 from vitcli.processes import run_module
 
-TOLERANCES = {"savedmodel": 1e-4, "keras": 1e-4, "npz": 1e-4, "tflite": 1e-3, "onnx": 1e-3}
 NUM_EXAMPLES = 2
 SEED = 0
 
@@ -127,12 +128,13 @@ def differences(outputs: dict[str, np.ndarray], expected_logits: dict[str, np.nd
 def measure(model: keras.Model, fmt: str, artefact: Path, *, labels: list[str],
             eval_crop: str) -> tuple[dict[str, float], dict[str, float]]:
     """Runs the artefact in a fresh process on deterministic inputs (pixels, and encoded
-    images for a SavedModel) and compares it with `model` on the same pixels."""
+    images for a format that serves them: SavedModel) and compares it with `model` on the
+    same pixels."""
     size = model.input_shape[1]
     pixels = verification_pixels(size)
     inputs = {"pixels": pixels}
     expected_logits = {"pixels": keras_logits(model, pixels)}
-    if fmt == "savedmodel":
+    if get_format(fmt).serves_images:
         encoded = verification_images(size)
         inputs.update({f"encoded/{index}": np.frombuffer(image, np.uint8)
                        for index, image in enumerate(encoded)})

@@ -12,25 +12,20 @@ import keras
 
 from vitcli.config import EVAL_CROPS  # declared once, with the setting
 from vitcli.errors import VitcliError
-from vitcli.export import ExportResult, check_format
-from vitcli.export.compare import TOLERANCES, measure
-from vitcli.export.native import write_keras, write_npz
-from vitcli.export.onnx import write_onnx
-from vitcli.export.savedmodel import next_version, write_savedmodel
+from vitcli.export import ExportResult
+from vitcli.export.compare import measure
+from vitcli.export.formats import get_format
+from vitcli.export.savedmodel import next_version
 from vitcli.export.staging import locked_folder, staged
 from vitcli.export.targets import check_protected, check_replaceable
-from vitcli.export.tflite import write_tflite
 from vitcli.files import reports_full_disk
 
-SUFFIXES = {"keras": ".keras", "tflite": ".tflite", "onnx": ".onnx", "npz": ".npz"}
 DEFAULT_FILE_NAME = "model"
-FILE_WRITERS = {"keras": write_keras, "tflite": write_tflite, "onnx": write_onnx,
-                "npz": write_npz}
 
 
 def _check_arguments(model: keras.Model, fmt: str, labels: list[str], eval_crop: str,
                      top_k: int) -> None:
-    check_format(fmt)
+    get_format(fmt)
     num_classes = model.output_shape[-1]
     if len(labels) != num_classes:
         # The remedy is in the message, not a hint: a bad input is one line.
@@ -45,17 +40,18 @@ def _check_arguments(model: keras.Model, fmt: str, labels: list[str], eval_crop:
 
 
 def destination_of(fmt: str, out: Path) -> Path:
-    """Where the artefact goes: `out/<next version>` for a SavedModel; for a file format
-    `out` itself, with the format's suffix added if it has none, or `out/model.<suffix>`
-    if `out` is an existing folder."""
-    if fmt == "savedmodel":
+    """Where the artefact goes: `out/<next version>` for a versioned format (SavedModel);
+    for a file format `out` itself, with the format's suffix added if it has none, or
+    `out/model.<suffix>` if `out` is an existing folder."""
+    export_format = get_format(fmt)
+    if export_format.versioned:
         if out.exists() and not out.is_dir():
-            raise VitcliError(f"'{out}' is a file; a SavedModel export needs a folder")
+            raise VitcliError(f"'{out}' is a file; a {export_format.title} export needs a folder")
         version = next_version(out)
         while (out / str(version)).exists():  # a file named like the next version
             version += 1
         return out / str(version)
-    suffix = SUFFIXES[fmt]
+    suffix = export_format.suffix
     if out.is_dir():
         return out / f"{DEFAULT_FILE_NAME}{suffix}"
     if not out.suffix:
@@ -68,10 +64,11 @@ def destination_of(fmt: str, out: Path) -> Path:
 
 def _write(model, fmt: str, path: Path, labels, eval_crop: str, top_k: int) -> dict:
     """Runs the format's writer, turning a converter's failure into one VitcliError line."""
+    export_format = get_format(fmt)
+    serving = (dict(labels=labels, eval_crop=eval_crop, top_k=top_k)
+               if export_format.serves_images else {})
     try:
-        if fmt == "savedmodel":
-            return write_savedmodel(model, path, labels=labels, eval_crop=eval_crop, top_k=top_k)
-        return FILE_WRITERS[fmt](model, path)
+        return export_format.write(model, path, **serving)
     except VitcliError:
         raise
     except Exception as error:  # converters raise many types; all mean "could not convert".
@@ -84,7 +81,7 @@ def _verify(model, fmt: str, path: Path, destination: Path, labels, eval_crop: s
     log(f"verifying {fmt} in a fresh process")
     probability_checks, logit_checks = measure(model, fmt, path, labels=labels,
                                                eval_crop=eval_crop)
-    difference, tolerance = max(probability_checks.values()), TOLERANCES[fmt]
+    difference, tolerance = max(probability_checks.values()), get_format(fmt).tolerance
     log(f"max |difference| to the Keras model: {difference:.2e} (tolerance {tolerance:.0e})")
     if not math.isfinite(difference) or difference > tolerance:
         raise VitcliError(f"the {fmt} export differs from the Keras model by {difference:.2e} "
@@ -118,7 +115,8 @@ def export_model(model: keras.Model, fmt: str, out, *, labels: list[str],
     out = Path(out)
     destination = destination_of(fmt, out)
     check_protected(destination, protect or {})
-    what = "SavedModel base" if fmt == "savedmodel" else "export folder"
+    export_format = get_format(fmt)
+    what = f"{export_format.title} base" if export_format.versioned else "export folder"
     check = {"max_abs_diff": math.nan}
     with reports_full_disk(destination), locked_folder(destination.parent, what):
         # Again under the lock: a concurrent export may have added a version meanwhile.
@@ -131,7 +129,7 @@ def export_model(model: keras.Model, fmt: str, out, *, labels: list[str],
                 check = _verify(model, fmt, temporary, destination, labels, eval_crop, log)
     details.update({key: value for key, value in check.items() if key != "max_abs_diff"},
                    verified=verify, size_bytes=_size_bytes(destination))
-    if fmt == "savedmodel":
+    if export_format.versioned:
         details["version"] = int(destination.name)
     log(f"wrote {destination}")
     return ExportResult(fmt, destination, check["max_abs_diff"], details)

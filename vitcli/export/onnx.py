@@ -19,11 +19,13 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 from pathlib import Path
-
-import keras
+from typing import TYPE_CHECKING
 
 from vitcli.errors import VitcliError
-from vitcli.export.converters import OUTPUTS, PIXELS_INPUT, quiet_converter, with_named_outputs
+from vitcli.export.record import ExportFormat, read_head
+
+if TYPE_CHECKING:
+    import keras
 
 MIB, GIB = 1 << 20, 1 << 30
 PROTOBUF_LIMIT = 2 * GIB  # protobuf's maximum serialised message size
@@ -80,8 +82,39 @@ def _opset(path: Path) -> int | None:
 def write_onnx(model: keras.Model, path: Path) -> dict:
     """Converts the model to ONNX, with `pixels` in and `probabilities`, `logits` out; a model
     over the protobuf limit is refused before the converter starts."""
+    from vitcli.export.converters import (
+        OUTPUTS,
+        PIXELS_INPUT,
+        quiet_converter,
+        with_named_outputs,
+    )
+
     size = check_onnx_size(model.count_params(), name=model.name)
     with quiet_converter():
         with_named_outputs(model).export(str(path), format="onnx", verbose=False)
     return {"inputs": {PIXELS_INPUT: f"float32 {[None, *model.input_shape[1:]]}"},
             "outputs": list(OUTPUTS), "opset": _opset(path), "estimated_weight_bytes": size}
+
+
+def run_onnx(path: str, inputs: dict) -> dict:
+    """`onnx.checker` on the file, then onnxruntime on the pixels."""
+    import onnx
+    import onnxruntime
+
+    onnx.checker.check_model(path, full_check=True)
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    values = session.run(names, {session.get_inputs()[0].name: inputs["pixels"]})
+    return {f"pixels/onnxruntime/{name}": value for name, value in zip(names, values, strict=True)}
+
+
+def is_onnx(path: Path) -> bool:
+    """A ModelProto starting with ir_version (field 1, varint), tf2onnx's producer_name beside
+    it: an ONNX file as Keras' exporter writes it."""
+    head = read_head(path)
+    return head[:1] == b"\x08" and b"tf2onnx" in head
+
+
+# onnxruntime runs other kernels and fuses ops differently from TensorFlow.
+FORMAT = ExportFormat(name="onnx", title="ONNX", suffix=".onnx", tolerance=1e-3,
+                      write=write_onnx, run=run_onnx, recognises=is_onnx)

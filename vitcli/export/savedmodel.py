@@ -2,21 +2,21 @@
 encoded images and a second signature takes float pixels, both returning probabilities and
 the top-k labels, scores and indices.
 
-Decoding and resizing use `vitcli.data.ops`, the ops of the evaluation pipeline, so that
-training and serving cannot drift. Labels travel as `assets/labels.txt` and the graph reads
-them from there (a lookup table initialised from the asset), so the two cannot disagree.
+This module is the format (its layout, record, and the fresh-process runner); the graph it
+saves is built in `vitcli.export.serving_graph`, imported only when a SavedModel is written.
+It runs TensorFlow's own kernels on the same graph, so it agrees with the Keras model to
+float32 round-off.
 """
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
-import tensorflow as tf
+from vitcli.export.record import ExportFormat, as_numpy
 
-from vitcli.data import ops
-from vitcli.export.warmup import write_warmup
+if TYPE_CHECKING:
+    import keras
 
 SERVING_SIGNATURE = "serving_default"
 PIXELS_SIGNATURE = "predict_pixels"
@@ -38,79 +38,14 @@ def next_version(base: Path) -> int:
     return max(versions, default=0) + 1
 
 
-def _labels_table(labels_file: tf.saved_model.Asset) -> tf.lookup.StaticHashTable:
-    """Class index -> label, read from the labels asset (line number -> whole line)."""
-    initializer = tf.lookup.TextFileInitializer(
-        labels_file, key_dtype=tf.int64, key_index=tf.lookup.TextFileIndex.LINE_NUMBER,
-        value_dtype=tf.string, value_index=tf.lookup.TextFileIndex.WHOLE_LINE)
-    return tf.lookup.StaticHashTable(initializer, default_value="")
-
-
-def _classify(model: keras.Model, table, top_k: int):
-    """pixels -> the four outputs, the body of both signatures."""
-    def classify(pixels):
-        logits = tf.cast(model(pixels, training=False), tf.float32)
-        probabilities = tf.nn.softmax(logits, axis=-1)
-        scores, indices = tf.math.top_k(probabilities, k=top_k)
-        return {"probabilities": probabilities,
-                "top_k_labels": table.lookup(tf.cast(indices, tf.int64)),
-                "top_k_scores": scores, "top_k_indices": indices}
-
-    return classify
-
-
-def _decode_batch(image_bytes, eval_crop: str, size: int):
-    """Encoded images of any size -> float32 [N, size, size, 3] pixels in [0, 255]."""
-    transform = ops.eval_transform(eval_crop, size)
-    return tf.map_fn(lambda encoded: tf.ensure_shape(transform(ops.decode_image(encoded)),
-                                                     [size, size, 3]),
-                     image_bytes, fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
-
-
-def _signatures(model: keras.Model, table, eval_crop: str, top_k: int) -> dict:
-    size = model.input_shape[1]
-    classify = _classify(model, table, top_k)
-    pixels_spec = tf.TensorSpec([None, size, size, 3], tf.float32, name=PIXELS_INPUT)
-    image_spec = tf.TensorSpec([None], tf.string, name=IMAGE_INPUT)
-    predict_pixels = tf.function(classify, input_signature=[pixels_spec], autograph=False)
-
-    def serve_images(image_bytes):
-        return classify(_decode_batch(image_bytes, eval_crop, size))
-
-    serving = tf.function(serve_images, input_signature=[image_spec], autograph=False)
-    return {SERVING_SIGNATURE: serving.get_concrete_function(),
-            PIXELS_SIGNATURE: predict_pixels.get_concrete_function()}
-
-
-def _captured_variables(functions) -> list[tf.Variable]:
-    """The tf.Variables the signatures read, each once."""
-    found = {}
-    for function in functions:
-        for variable in function.variables:
-            found.setdefault(id(variable), variable)
-    return list(found.values())
-
-
-def _serving_root(model: keras.Model, labels_path: Path, eval_crop: str, top_k: int):
-    root = tf.Module()
-    root.labels_file = tf.saved_model.Asset(str(labels_path))
-    root.labels_table = _labels_table(root.labels_file)
-    signatures = _signatures(model, root.labels_table, eval_crop, top_k)
-    # Keras 3 variables wrap tf.Variables; TF Serving (and saved_model_cli) restore only the
-    # tf.Variables the root tracks itself, as Keras' own ExportArchive does.
-    root.model_variables = _captured_variables(signatures.values())
-    return root, signatures
-
-
 def write_savedmodel(model: keras.Model, path: Path, *, labels: list[str], eval_crop: str,
                      top_k: int) -> dict:
     """Writes the serving SavedModel into the folder `path`; returns its description."""
+    from vitcli.export.serving_graph import save_serving_graph
+    from vitcli.export.warmup import write_warmup
+
     top_k = min(top_k, len(labels))
-    with tempfile.TemporaryDirectory() as folder:
-        labels_path = Path(folder, LABELS_FILE)
-        labels_path.write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
-        root, signatures = _serving_root(model, labels_path, eval_crop, top_k)
-        tf.saved_model.save(root, str(path), signatures=signatures)
+    save_serving_graph(model, path, labels=labels, eval_crop=eval_crop, top_k=top_k)
     write_warmup(path / WARMUP_FILE, SERVING_SIGNATURE, IMAGE_INPUT, model.input_shape[1])
     pixels_shape = [None, *model.input_shape[1:]]
     return {
@@ -125,3 +60,48 @@ def write_savedmodel(model: keras.Model, path: Path, *, labels: list[str], eval_
         "eval_crop": eval_crop,
         "top_k": top_k,
     }
+
+
+def _run_eager(path: str, feeds: dict) -> dict:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(path)
+    results = {}
+    for kind, (signature, name, value) in feeds.items():
+        outputs = loaded.signatures[signature](**{name: tf.constant(value)})
+        results.update({f"{kind}/tf.saved_model.load/{key}": as_numpy(output)
+                        for key, output in outputs.items()})
+    return results
+
+
+def _run_in_session(path: str, feeds: dict) -> dict:
+    """The SavedModel through a TF1 session, the way TF Serving's C++ loader runs it."""
+    import tensorflow as tf
+
+    results = {}
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
+        for kind, (signature, name, value) in feeds.items():
+            definition = graph.signature_def[signature]
+            keys = list(definition.outputs)
+            fetched = session.run([definition.outputs[key].name for key in keys],
+                                  {definition.inputs[name].name: value})
+            results.update({f"{kind}/session/{key}": as_numpy(output)
+                            for key, output in zip(keys, fetched, strict=True)})
+    return results
+
+
+def run_savedmodel(path: str, inputs: dict) -> dict:
+    """Both signatures, both through `tf.saved_model.load` and through a TF1 session."""
+    import numpy as np
+
+    encoded = np.array([inputs[key].tobytes() for key in sorted(inputs)
+                        if key.startswith("encoded/")], dtype=object)
+    feeds = {"pixels": (PIXELS_SIGNATURE, PIXELS_INPUT, inputs["pixels"]),
+             "images": (SERVING_SIGNATURE, IMAGE_INPUT, encoded)}
+    return {**_run_eager(path, feeds), **_run_in_session(path, feeds)}
+
+
+FORMAT = ExportFormat(name="savedmodel", title="SavedModel", suffix="", tolerance=1e-4,
+                      write=write_savedmodel, run=run_savedmodel, versioned=True,
+                      serves_images=True)

@@ -6,15 +6,13 @@ artefact or the folders made for it behind."""
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from vitcli.errors import VitcliError
-from vitcli.files import DirectoryLock
+from vitcli.files import DirectoryLock, replacing, without_interruption
 
 PARTIAL = ".partial"  # in every temporary's name, so tests and people can spot one
 
@@ -27,28 +25,6 @@ def _missing_folders(folder: Path) -> list[Path]:
             break
         missing.append(path)
     return missing
-
-
-def remove_path(path: Path) -> None:
-    """Removes a file or a folder tree, if there is one."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
-def _without_interruption(clean_up) -> None:
-    """Runs `clean_up()` to the end even if Ctrl-C or SIGTERM arrive meanwhile (a second
-    signal must not leave half a temporary behind), then re-raises the interruption."""
-    interrupted = False
-    while True:
-        try:
-            clean_up()
-            break
-        except KeyboardInterrupt:
-            interrupted = True
-    if interrupted:
-        raise KeyboardInterrupt
 
 
 def _remove_empty(folders: list[Path]) -> None:
@@ -90,29 +66,31 @@ def locked_folder(folder: Path, what: str = "export folder") -> Iterator[None]:
             lock.release()  # first: the lock file is in the folder that may be removed
     finally:
         if not succeeded:
-            _without_interruption(lambda: _remove_empty(created))
+            without_interruption(lambda: _remove_empty(created))
 
 
 @contextmanager
 def staged(destination: Path) -> Iterator[Path]:
     """Yields a temporary path beside `destination` (same suffix, as converters check it)
-    and renames it to `destination` when the block succeeds; on any failure, Ctrl-C and
-    SIGTERM included, the temporary path and the folders created for it are removed."""
+    and renames it to `destination` when the block succeeds (`vitcli.files.replacing`); on
+    any failure, Ctrl-C and SIGTERM included, the temporary path and the folders created for
+    it are removed."""
     created = _missing_folders(destination.parent)
     # A leading dot and a non-integer name: TF Serving ignores it while it is being written.
     temporary = destination.parent / (
         f".{destination.stem}.{secrets.token_hex(4)}{PARTIAL}{destination.suffix}")
-    succeeded = False
+    written = succeeded = False
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
-        yield temporary
-        try:
-            os.replace(temporary, destination)
-        except OSError as error:
-            raise VitcliError(f"cannot move the export into place at {destination}: "
-                              f"{error.strerror or error}") from None
+        with replacing(destination, temporary):
+            yield temporary
+            written = True
         succeeded = True
+    except OSError as error:
+        if not written:
+            raise
+        raise VitcliError(f"cannot move the export into place at {destination}: "
+                          f"{error.strerror or error}") from None
     finally:
-        _without_interruption(lambda: remove_path(temporary))
         if not succeeded:
-            _without_interruption(lambda: _remove_empty(created))
+            without_interruption(lambda: _remove_empty(created))

@@ -2,10 +2,10 @@
 SavedModel version; anything else only with `overwrite` (`vitcli export --overwrite`), and
 never the model being exported or its run's checkpoints (`protect`).
 
-A file counts as an export of its format by its content, not its name: a `.keras` archive of
-a vitcli model, an `.npz` in the reference layout, a TFLite flatbuffer, an ONNX model written
-by tf2onnx (Keras' exporter). A `.keras` or `.npz` inside a run directory is that run's
-model or checkpoint, never an export.
+A file counts as an export of its format by its content, not its name (each format's
+`recognises`: a `.keras` archive of a vitcli model, an `.npz` in the reference layout, a
+TFLite flatbuffer, an ONNX model written by tf2onnx, Keras' exporter). A `.keras` or `.npz`
+inside a run directory is that run's model or checkpoint, never an export.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from vitcli.errors import VitcliError
+from vitcli.export.formats import get_format
 from vitcli.train.rundir import CONFIG_FILE
 
 CHECKPOINTS = "checkpoints"  # a run directory's sub-folder, RunDirectory.checkpoints
-HEAD_BYTES = 256
 
 
 def run_directory_of(path: Path) -> Path | None:
@@ -62,43 +62,13 @@ def check_protected(destination: Path, protect: Mapping[Path, str]) -> None:
                               f"choose another --out")
 
 
-def _head(path: Path) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read(HEAD_BYTES)
-
-
-def _zip_names(path: Path) -> list[str]:
-    if not zipfile.is_zipfile(path):
-        return []
-    with zipfile.ZipFile(path) as archive:
-        return archive.namelist()
-
-
-def _is_vitcli_keras(path: Path) -> bool:
-    if "config.json" not in _zip_names(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return b'"vitcli>' in archive.read("config.json")  # vitcli's registered layers
-
-
-def _is_reference_npz(path: Path) -> bool:
-    return any(name.startswith("Transformer/encoder_norm/") for name in _zip_names(path))
-
-
 def looks_like_export(fmt: str, path: Path) -> bool:
     """Whether the file at `path` is an artefact of `fmt` as vitcli writes it."""
+    recognises = get_format(fmt).recognises
     try:
-        if fmt == "keras":
-            return _is_vitcli_keras(path)
-        if fmt == "npz":
-            return _is_reference_npz(path)
-        head = _head(path)
+        return recognises is not None and recognises(path)
     except (OSError, zipfile.BadZipFile):
         return False
-    if fmt == "tflite":
-        return head[4:8] == b"TFL3"  # the flatbuffer's file identifier
-    # ONNX: a ModelProto starting with ir_version (field 1, varint), producer_name beside it.
-    return fmt == "onnx" and head[:1] == b"\x08" and b"tf2onnx" in head
 
 
 def _foreign_entries(base: Path) -> list[str]:
@@ -110,10 +80,11 @@ def _foreign_entries(base: Path) -> list[str]:
                   and not (entry.name.isdigit() and entry.is_dir()))
 
 
-def _check_savedmodel_base(base: Path, overwrite: bool) -> None:
+def _check_version_base(fmt: str, base: Path, overwrite: bool) -> None:
     foreign = _foreign_entries(base)
     if foreign and not overwrite:
-        raise VitcliError(f"{base} is not a SavedModel base folder (it holds {foreign[0]!r}"
+        title = get_format(fmt).title
+        raise VitcliError(f"{base} is not a {title} base folder (it holds {foreign[0]!r}"
                           f"{' and more' if len(foreign) > 1 else ''}); pass --overwrite to "
                           f"add a version folder to it anyway, or choose another --out")
 
@@ -134,9 +105,9 @@ def _check_file(fmt: str, destination: Path, overwrite: bool) -> None:
 
 def check_replaceable(fmt: str, destination: Path, overwrite: bool) -> None:
     """Refuses, in one line, to replace anything but a previous export of `fmt` (for a
-    SavedModel: to add a version to a folder that is not a SavedModel base) unless
+    versioned format, SavedModel: to add a version to a folder that is not its base) unless
     `overwrite`; even then only `destination` itself is replaced."""
-    if fmt == "savedmodel":
-        _check_savedmodel_base(destination.parent, overwrite)
+    if get_format(fmt).versioned:
+        _check_version_base(fmt, destination.parent, overwrite)
     else:
         _check_file(fmt, destination, overwrite)

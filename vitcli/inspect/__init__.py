@@ -1,4 +1,4 @@
-"""The paper's analysis figures (REFERENCE section 8, paper section 4.5).
+"""The paper's analysis figures (docs/reference.md §8, paper section 4.5).
 
 `attention` reads every layer's attention weights out of a vitcli model; `rollout`,
 `distance`, `posemb` and `filters` turn weights into the numbers behind each figure

@@ -1,4 +1,4 @@
-"""Mean attention distance (REFERENCE section 8, paper Fig. 7 right): how far each head looks.
+"""Mean attention distance (docs/reference.md §8, paper Fig. 7 right): how far each head looks.
 
 For each query patch, the pixel distance between its centre and every key patch's centre is
 averaged with the attention weights; that is averaged over queries and images. The class

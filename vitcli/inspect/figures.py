@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vitcli.files import write_atomically
 from vitcli.inspect.filters import as_rgb
-from vitcli.weights.npz import write_atomically
 
 DPI = 100
 OVERLAY_ALPHA = 0.6  # enough to read the map, little enough to recognise the image

@@ -1,4 +1,4 @@
-"""Principal components of the patch-embedding filters (REFERENCE section 8, paper Fig. 7 left).
+"""Principal components of the patch-embedding filters (docs/reference.md §8, paper Fig. 7 left).
 
 Each of the D filters of the patch embedding is a P x P x 3 patch of pixel weights; the
 leading principal components of that set look like the basis functions of a

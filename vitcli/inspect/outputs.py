@@ -13,13 +13,13 @@ import numpy as np
 
 from vitcli.config import DataConfig, check_value
 from vitcli.errors import VitcliError
+from vitcli.files import write_atomically
 from vitcli.inspect import figures
 from vitcli.inspect.attention import AttentionExtractor, attention_weights, token_layout
 from vitcli.inspect.distance import per_image_distances
 from vitcli.inspect.filters import DEFAULT_COMPONENTS, embedding_filters, principal_components
 from vitcli.inspect.posemb import cosine_similarity_grid, grid_embeddings
 from vitcli.inspect.rollout import layer_maps, rollout_maps
-from vitcli.weights.npz import write_atomically
 
 DEFAULT_DISTANCE_IMAGES = 32
 DEFAULT_BATCH_SIZE = 8
@@ -27,26 +27,19 @@ EVAL_CROP = DataConfig.eval_crop  # images are prepared exactly as evaluation pr
 SPLIT_PREFERENCE = ("val", "test", "train")  # held-out images first: what the model did not fit
 
 
-def _decoded(file: Path):
-    """The image in `file` (uint8, H x W x 3), or a one-line error naming the file."""
+def load_images(files: list[Path], image_size: int, eval_crop: str = EVAL_CROP) -> np.ndarray:
+    """(N, S, S, 3) float32 pixels in [0, 255], prepared as for evaluation; each file is a
+    usable image (`vitcli.data.index.check_images`), or one line naming the first that is not."""
     import tensorflow as tf
 
     from vitcli.data import ops
-
-    try:
-        return ops.decode_image(tf.io.read_file(str(file)))
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, ValueError) as error:
-        reason = str(getattr(error, "message", error)).splitlines()[0]
-        raise VitcliError(f"cannot read image '{file}': {reason}") from None
-
-
-def load_images(files: list[Path], image_size: int, eval_crop: str = EVAL_CROP) -> np.ndarray:
-    """(N, S, S, 3) float32 pixels in [0, 255], prepared as for evaluation."""
-    from vitcli.data import ops
+    from vitcli.data.index import check_images
 
     transform = ops.eval_transform(check_value(DataConfig, "eval_crop", eval_crop, None),
                                    image_size)
-    return np.stack([transform(_decoded(file)).numpy() for file in files])
+    check_images(files)
+    return np.stack([transform(ops.decode_image(tf.io.read_file(str(file)))).numpy()
+                     for file in files])
 
 
 def unique_names(files: list[Path]) -> list[str]:
@@ -65,8 +58,9 @@ def write_attention_figures(model: keras.Model, files: list[Path], out_dir: Path
     (each layer's class-token attention) with `per_layer`."""
     if batch_size < 1:
         raise VitcliError(f"batch size must be at least 1, got {batch_size}")
-    for file in files:  # every image readable before the first figure is written
-        _decoded(file)
+    from vitcli.data.index import check_images
+
+    check_images(files)  # every image usable before the first figure is written
     layout, extractor = token_layout(model), AttentionExtractor(model)
     row_name = "class-token attention" if layout.num_prefix_tokens else "mean attention"
     names, written = unique_names(files), []

@@ -1,4 +1,4 @@
-"""Position-embedding similarity (REFERENCE section 8, paper Fig. 7 centre).
+"""Position-embedding similarity (docs/reference.md §8, paper Fig. 7 centre).
 
 For each grid position, the cosine similarity of its learned embedding with every other
 position's: close positions come out similar, and row/column structure appears, although the

@@ -1,4 +1,4 @@
-"""Attention rollout (REFERENCE section 8; Abnar & Zuidema 2020): where the output looks.
+"""Attention rollout (docs/reference.md §8; Abnar & Zuidema 2020): where the output looks.
 
 Each layer's attention is averaged over heads; the identity is added for the residual
 connection and the rows renormalised; the layers are multiplied from the first up. The map

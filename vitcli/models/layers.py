@@ -1,4 +1,4 @@
-"""Keras 3 layers of the Vision Transformer, exact to the reference code (REFERENCE section 1).
+"""Keras 3 layers of the Vision Transformer, exact to the reference code (docs/reference.md §1).
 
 Sub-layers and weights carry the reference's module names (`LayerNorm_0`,
 `MultiHeadDotProductAttention_1`, `MlpBlock_3/Dense_0`, ...) so that a Keras weight

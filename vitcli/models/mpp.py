@@ -1,4 +1,4 @@
-"""Masked patch prediction (REFERENCE section 6): the ViT's own layers, with some patch
+"""Masked patch prediction (docs/reference.md §6.4): the ViT's own layers, with some patch
 embeddings corrupted, and a mean-colour head on every patch's output token.
 
 Corruption happens right after the patch embedding, before the class token and the position
@@ -18,7 +18,7 @@ from vitcli.models.layers import NUMERICALLY_SENSITIVE_DTYPE, serializable
 # What happens to each patch: left alone, replaced by the [mask] embedding, replaced by
 # another patch's embedding, or chosen for prediction but kept as it is.
 UNTOUCHED, MASKED, REPLACED, KEPT = 0, 1, 2, 3
-MASK_EMBEDDING_STDDEV = 0.02  # like the position embeddings (REFERENCE section 1)
+MASK_EMBEDDING_STDDEV = 0.02  # like the position embeddings (docs/reference.md §1.5)
 
 
 @serializable

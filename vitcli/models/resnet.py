@@ -1,4 +1,4 @@
-"""The BiT ResNet stem of the hybrid models (REFERENCE section 3).
+"""The BiT ResNet stem of the hybrid models (docs/reference.md §3).
 
 v1 bottlenecks with weight-standardised convolutions and GroupNorm; the hybrid is the
 same ViT with this stem in front of its patch embedding (composition, not a subclass).

@@ -15,8 +15,8 @@ import math
 from vitcli.config import RunConfig, TrainConfig
 from vitcli.errors import VitcliError
 
-# The reference's fine-tuning lengths at batch 512 (docs/reference.md, "Fine-tuning
-# recipes"): Pets/Flowers-sized sets 500 steps, CIFAR 10,000, ImageNet 20,000.
+# The reference's fine-tuning lengths at batch 512 (docs/reference.md §6.1):
+# Pets/Flowers-sized sets 500 steps, CIFAR 10,000, ImageNet 20,000.
 # (largest training set, steps at batch 512)
 FINETUNE_LENGTHS = ((20_000, 500), (500_000, 10_000), (None, 20_000))
 FINETUNE_LENGTH_BATCH = 512

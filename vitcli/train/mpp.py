@@ -1,4 +1,4 @@
-"""Training with masked patch prediction (REFERENCE section 6): the corruption plan, the
+"""Training with masked patch prediction (docs/reference.md §6.4): the corruption plan, the
 mean-colour targets, the loss, and what the training loop sees of an MPP run.
 
 Random choices are stateless: a training micro-batch draws its plan from (run seed, step,

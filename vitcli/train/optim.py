@@ -67,6 +67,8 @@ class _ReferenceOptimizer(keras.optimizers.Optimizer):
                               hint=f"use {' or '.join(MOMENTUM_DTYPES)}")
         super().__init__(learning_rate, **kwargs)
         self.momentum_dtype = momentum_dtype
+        # The rate as a function of the step count, as given (the run's log reports it).
+        self.schedule = learning_rate
 
     def _slots(self, variables, name: str, dtype: str | None = None):
         return [self.add_variable(shape=variable.shape, dtype=dtype or variable.dtype,

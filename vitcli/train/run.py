@@ -19,15 +19,14 @@ import tensorflow as tf
 
 from vitcli.config import RunConfig
 from vitcli.data.pipeline import train_dataset
-from vitcli.data.sources import DataSource, open_source
+from vitcli.data.sources import TFDS, DataSource, open_source, parse_source
 from vitcli.errors import VitcliError
 from vitcli.files import DiskFullError, is_full_disk, terminate_as_interrupt
 from vitcli.train import defaults
 from vitcli.train.batching import GIB, BatchPlan, plan_batch
 from vitcli.train.callbacks import TrainingCallbacks
 from vitcli.train.loop import TrainingJob, ensure_built, run_loop
-from vitcli.train.models import model_for_run, objective_for_run
-from vitcli.train.optim import make_optimizer, make_schedule
+from vitcli.train.optim import make_optimizer
 from vitcli.train.precision import (
     base_optimizer,
     device_kind,
@@ -36,6 +35,7 @@ from vitcli.train.precision import (
     wrap_optimizer,
 )
 from vitcli.train.rundir import RunDirectory, truncate_metrics
+from vitcli.train.start_model import model_for_run, objective_for_run
 from vitcli.train.state import has_state, restore_state
 from vitcli.train.step import make_train_step
 from vitcli.train.strategy import is_chief, make_strategy, resolve_name
@@ -43,8 +43,9 @@ from vitcli.train.validation import make_validator
 
 
 def default_run_directory(config: RunConfig) -> Path:
-    source = config.data.source.rstrip("/")
-    name = source.split(":", 1)[1] if source.startswith("tfds:") else Path(source).name
+    source = parse_source(config.data.source)
+    name = source.name.rstrip("/")
+    name = name if source.kind == TFDS else Path(name).name
     return Path("runs") / f"{name or 'run'}-{config.command}"
 
 
@@ -198,7 +199,7 @@ def _job(run: PreparedRun, run_dir: RunDirectory, optimizer, start_step: int) ->
             label_smoothing=train.label_smoothing, jit=config.jit, batch_loss=run.batch_loss),
         iterator=_distributed_iterator(run, start_step),
         steps_per_epoch=num_train / train.batch_size, global_batch=train.batch_size,
-        train=train, run_dir=run_dir, schedule=make_schedule(train, train.steps),
+        train=train, run_dir=run_dir, schedule=base_optimizer(optimizer).schedule,
         validate=make_validator(run.trained, run.source, config, run.image_size,
                                 batch_size=run.batch.eval_batch),
         is_chief=is_chief(run.strategy),

@@ -1,4 +1,4 @@
-"""The run directory of DESIGN.md: config.yaml, labels.txt, metrics.jsonl, TensorBoard
+"""The run directory (README, "Architecture"): config.yaml, labels.txt, metrics.jsonl, TensorBoard
 logs, checkpoints/ (resume), model.keras (final) and best.keras (best validation), and the
 marker `.vitcli-run` that says the folder is a vitcli run.
 

@@ -1,8 +1,7 @@
-"""The model a run starts from: a checkpoint with a new head, or a fresh variant."""
+"""The model a run starts from: a checkpoint with a new head, or a fresh variant, and what
+the optimizer trains on it."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import keras
 
@@ -10,22 +9,8 @@ from vitcli.config import ModelConfig, RunConfig, check_objective
 from vitcli.errors import VitcliError
 from vitcli.models.registry import decode_variant, match_variant
 from vitcli.models.vit import build_vit
-from vitcli.train.rundir import MODEL_FILE
 from vitcli.weights.checkpoint import load_checkpoint_with_report
-
-
-def resolve_model_path(spec: str, progress=None) -> Path:
-    """A run directory (its model.keras), a local file, a named checkpoint or a URL."""
-    from vitcli.weights.hub import resolve_weights
-
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        if not (path / MODEL_FILE).is_file():
-            raise VitcliError(f"{path} is a directory without a {MODEL_FILE}",
-                              hint="pass a run directory, a .keras or an .npz file")
-        return path / MODEL_FILE
-    return resolve_weights(spec, progress=progress)
-
+from vitcli.weights.trained import resolve_model_path
 
 # What a variant's row fixes, as (ModelConfig field, the word `vitcli models` uses).
 ARCHITECTURE = (("hidden_size", "width"), ("depth", "depth"), ("num_heads", "heads"),
@@ -57,7 +42,7 @@ def _from_checkpoint(config: RunConfig, num_classes: int,
                      dtype) -> tuple[keras.Model, list[str]]:
     if config.model:
         decode_variant(config.model)  # an unknown name is an error before any loading
-    dropout = 0.0 if config.dropout is None else config.dropout  # REFERENCE: fine-tune at 0
+    dropout = 0.0 if config.dropout is None else config.dropout  # docs/reference.md §6.1
     model, report = load_checkpoint_with_report(
         resolve_model_path(config.weights), image_size=config.image_size,
         num_classes=num_classes, dropout=dropout, dtype=dtype,
@@ -73,7 +58,7 @@ def _from_scratch(config: RunConfig, num_classes: int,
         raise VitcliError("no model given", hint="pass --model (e.g. vit-ti16) or --weights")
     row = decode_variant(config.model)
     pretraining = config.command == "pretrain"
-    # Supervised pre-training has the tanh pre-logits layer of width D (REFERENCE section 6);
+    # Supervised pre-training has the tanh pre-logits layer of width D (docs/reference.md §6.3);
     # masked patch prediction never trains one, and fine-tuning would drop it untrained.
     pre_logits = pretraining and config.objective == "classification"
     overrides = {
@@ -107,25 +92,3 @@ def objective_for_run(model: keras.Model, config: RunConfig):
     from vitcli.train.mpp import masked_patch_training
 
     return masked_patch_training(model, config)
-
-
-def load_trained(spec: str | Path, dtype=None) -> tuple[keras.Model, list[str] | None]:
-    """A model to evaluate, predict with or export, and its labels when it has them
-    (a run directory's labels.txt); `spec` as for `resolve_model_path`."""
-    from vitcli.train.rundir import read_labels
-
-    path = resolve_model_path(str(spec))
-    model = load_checkpoint_with_report(path, dtype=dtype)[0]
-    labels = read_labels(path.parent) if path.name == MODEL_FILE and Path(spec).is_dir() else None
-    if labels is not None and len(labels) != model.output_shape[-1]:
-        raise VitcliError(f"{spec}: labels.txt has {len(labels)} names for a "
-                          f"{model.output_shape[-1]}-class head")
-    return model, labels
-
-
-def feature_model(model: keras.Model) -> keras.Model:
-    """The frozen representation used by few-shot probes: pre-logits if present, else the
-    pooled (post-norm) token."""
-    names = [layer.name for layer in model.layers]
-    layer = model.get_layer("pre_logits" if "pre_logits" in names else "pooling")
-    return keras.Model(model.input, layer.output, name=f"{model.name}_features")

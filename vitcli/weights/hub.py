@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vitcli.errors import VitcliError
+from vitcli.files import home_dir, move_into_place
 
 Progress = Callable[[int, int | None], None]
 
@@ -76,7 +77,7 @@ _ORIGINAL_I1K = [
 ]
 
 # (variant, upstream ImageNet-21k stem, fine-tuning learning rate, MiB) of the recommended
-# AugReg checkpoints (REFERENCE section 9); vitcli names are `<variant>-augreg[-i1k]`.
+# AugReg checkpoints (docs/reference.md §9); vitcli names are `<variant>-augreg[-i1k]`.
 _AUGREG = [
     ("vit-ti16", "Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0", "0.03", 37),
     ("vit-s16", "S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0", "0.03", 115),
@@ -135,12 +136,6 @@ def recommended_checkpoint(variant: str) -> Pretrained | None:
     """The published checkpoint fine-tuning starts from by default, or None."""
     name = RECOMMENDED.get(variant.lower())
     return PRETRAINED[name] if name else None
-
-
-def home_dir() -> Path:
-    """vitcli's cache root: `$VITCLI_HOME` if set, else `~/.cache/vitcli`."""
-    configured = os.environ.get("VITCLI_HOME")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "vitcli"
 
 
 def cache_path(name: str) -> Path:
@@ -268,8 +263,6 @@ def _stream(response, part: Path, kept: int, total: int | None, url: str, progre
                     progress(done, total)
         except (OSError, http.client.HTTPException) as error:
             raise _interrupted(url, done, total, error) from None
-        file.flush()
-        os.fsync(file.fileno())
     if total is not None and done != total:
         raise _interrupted(url, done, total, "connection closed early")
 
@@ -327,7 +320,7 @@ def download(
         _stream(response, part, kept, total, url, progress)
     if sha256:
         _verify(part, url, sha256)
-    os.replace(part, dest)
+    move_into_place(part, dest)  # flushed to the disk, then renamed
     return dest
 
 

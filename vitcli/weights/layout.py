@@ -1,6 +1,6 @@
 """Normalises the checkpoint layouts found in the wild to the official ViT layout.
 
-Each step is a pure function dict -> dict (REFERENCE section 4): bfloat16 decoding,
+Each step is a pure function dict -> dict (docs/reference.md §4.2): bfloat16 decoding,
 `opt/target/` and `params/` prefixes, big_vision's stacked blocks, current Flax module
 names, big_vision's top-level position embedding, (1,1,1,C) GroupNorm parameters.
 """
@@ -90,7 +90,7 @@ def squeeze_group_norm(arrays: Arrays) -> Arrays:
 
 
 def normalise_layout(arrays: Arrays) -> Arrays:
-    """Any supported layout -> the official layout of REFERENCE section 4."""
+    """Any supported layout -> the official layout of docs/reference.md §4.1."""
     for step in (decode_bfloat16, strip_prefixes, unstack_blocks, rename_flax_modules,
                  move_top_level_posemb, squeeze_group_norm):
         arrays = step(arrays)

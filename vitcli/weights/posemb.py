@@ -1,4 +1,4 @@
-"""Position-embedding resize for a new resolution (REFERENCE section 5).
+"""Position-embedding resize for a new resolution (docs/reference.md §5).
 
 Align-corners bilinear interpolation, exactly what the reference's
 `scipy.ndimage.zoom(grid, (g_new/g_old, g_new/g_old, 1), order=1)` computes; the
