@@ -16,6 +16,13 @@ from dataclasses import dataclass
 from vitcli.errors import VitcliError
 
 CLASSIFIERS = ("token", "gap")
+# learned: the paper's 1-D table; sincos2d: big_vision's fixed 2-D sine-cosine table;
+# none: no position information (paper appendix D.4; docs/reference.md §1.6)
+POSEMBS = ("learned", "sincos2d", "none")
+# What --freeze keeps fixed: nothing, the embeddings (and a hybrid's stem), the embeddings and
+# the first N encoder blocks, or everything but the head (docs/reference.md, "Training").
+FREEZES = ("none", "embeddings", "blocks:N", "backbone")
+FREEZE_BLOCKS = r"blocks:\d+"  # what blocks:N stands for
 COMMANDS = ("finetune", "pretrain")
 OBJECTIVES = ("classification", "mpp")
 # Storage of the optimizer's momentum (SGD) or first moment (Adam): float32 is exact,
@@ -24,6 +31,9 @@ MOMENTUM_DTYPES = ("float32", "bfloat16")
 OPTIMIZERS = ("sgd", "adamw", "adam")  # adam = adamw (decoupled decay, 0 unless given)
 SCHEDULES = ("cosine", "linear")
 LR_SCALINGS = ("linear", "sqrt", "none")
+# How logits become class scores: softmax (one label per image, softmax cross-entropy) or
+# sigmoid (multi-label: an independent sigmoid per class, sigmoid cross-entropy).
+LOSSES = ("softmax", "sigmoid")
 TRAIN_CROPS = ("auto", "inception", "resize", "center")
 EVAL_CROPS = ("resize", "center")
 SPLIT_NAMES = ("train", "val", "test")  # a data source's splits, as commands name them
@@ -54,17 +64,24 @@ class Rule:
     open_low: bool = False
     open_high: bool = False
     choices: tuple[str, ...] = ()
+    pattern: str = ""  # text also accepted when it matches this regular expression (blocks:N)
     optional: bool = False  # None allowed: "not given", derived when the run starts
     words: tuple[str, ...] = ()  # words accepted instead of a number ("auto")
     numbers_as_text: bool = False
     flag: str | None = ""  # the command-line flag; "" = --<name with dashes>, None = none
     what: str = ""  # the setting in words, for messages
+    # A whole number or a (height, width) pair of them, each side in range: written HxW
+    # ("384x512") on the command line, [384, 512] or "384x512" in YAML. Equal sides are the
+    # plain number, so a square size is stored as it always was.
+    pair: bool = False
 
     def coerce(self, value):
         """`value` in the setting's type; raises ValueError with the requirement if it is
         not one."""
         if value is None and self.optional or value in self.words:
             return value
+        if self.pair:
+            return self._pair(value)
         if self.kind is bool:
             if not isinstance(value, bool):
                 raise ValueError(self.requirement())
@@ -78,9 +95,23 @@ class Rule:
             value = f"{value:g}"
         if not isinstance(value, str):
             raise ValueError(self.requirement())
-        if self.choices and value not in self.choices:
+        if self.choices and value not in self.choices and not (
+                self.pattern and re.fullmatch(self.pattern, value)):
             raise UnknownChoice(self.requirement())
         return value
+
+    def _pair(self, value):
+        """A number, or a pair 'HxW' / [H, W] of them (equal sides: the number)."""
+        if isinstance(value, str) and (match := _PAIR.fullmatch(value.strip())):
+            value = [int(side) for side in match.groups() if side is not None]
+        if isinstance(value, (list, tuple)) and len(value) == 1:
+            value = value[0]
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            height, width = (self._number(side) for side in value)
+            return height if height == width else (height, width)
+        if isinstance(value, (list, tuple, str)):
+            raise ValueError(self.requirement())
+        return self._number(value)
 
     def _number(self, value):
         if not _is_number(value):
@@ -132,7 +163,32 @@ class Rule:
             text = "a whole number" if self.kind is int else "a finite number"
             if self.low is not None or self.high is not None:
                 text += f" {self._range()}"
+            if self.pair:
+                text += ", or two as HEIGHTxWIDTH"
         return " or ".join([*self.words, text])
+
+
+_PAIR = re.compile(r"(\d+)(?:\s*[xX]\s*(\d+))?")  # "384", "384x512"
+
+
+def image_shape(size) -> tuple[int, int]:
+    """(height, width) of an image size: a number (square) or a (height, width) pair."""
+    if isinstance(size, (list, tuple)):
+        height, width = size
+        return int(height), int(width)
+    return int(size), int(size)
+
+
+def size_text(size) -> str:
+    """An image size as flags and messages write it: 384, or 384x512 (height x width)."""
+    height, width = image_shape(size)
+    return str(height) if height == width else f"{height}x{width}"
+
+
+def canonical_size(size):
+    """A size as configs store it: the number when square, else the (height, width) tuple."""
+    height, width = image_shape(size)
+    return height if height == width else (height, width)
 
 
 class UnknownChoice(ValueError):
@@ -194,14 +250,21 @@ class ModelConfig:
     num_heads: int
     mlp_dim: int
     patch_size: int
-    image_size: int = 224
+    image_size: int | tuple[int, int] = 224  # square, or (height, width): see image_shape
     num_classes: int = 1000
     classifier: str = "token"
+    posemb: str = "learned"  # learned | sincos2d | none (§1.6)
     representation_size: int | None = None
     dropout: float = 0.0
     attention_dropout: float = 0.0
+    drop_path: float = 0.0  # stochastic depth of the last block; 0 before it, linearly
     resnet: ResNetConfig | None = None
     name: str = "vit"
+
+    def __post_init__(self):
+        # a YAML list or an equal pair is stored as canonical_size stores it (square: the int)
+        if isinstance(self.image_size, (list, tuple)):
+            object.__setattr__(self, "image_size", canonical_size(self.image_size))
 
     @property
     def stride(self) -> int:
@@ -209,8 +272,21 @@ class ModelConfig:
         return self.patch_size * (self.resnet.stride if self.resnet else 1)
 
     @property
+    def image_shape(self) -> tuple[int, int]:
+        """(height, width) in pixels; equal for a square model."""
+        return image_shape(self.image_size)
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """Patches (tokens) per column and per row: (height, width) // stride."""
+        height, width = self.image_shape
+        return height // self.stride, width // self.stride
+
+    @property
     def grid_size(self) -> int:
-        return self.image_size // self.stride
+        """Patches per side of a square grid (a non-square model's is its height's; code that
+        may see one reads grid_shape)."""
+        return self.grid_shape[0]
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -218,7 +294,8 @@ class ModelConfig:
 
     @property
     def num_tokens(self) -> int:
-        return self.grid_size**2 + self.num_prefix_tokens
+        grid_height, grid_width = self.grid_shape
+        return grid_height * grid_width + self.num_prefix_tokens
 
     def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)
@@ -259,6 +336,11 @@ class DataConfig:
     randaugment: bool = setting(False, bool, what="RandAugment")
     # Beta(alpha, alpha) mixing; 0 turns it off
     mixup: float = setting(0.0, float, low=0, what="mixup alpha")
+    # Beta(alpha, alpha) box sizes (Yun et al. 2019); 0 turns it off. With --mixup too, each
+    # example gets one of the two, with equal probability.
+    cutmix: float = setting(0.0, float, low=0, what="cutmix alpha")
+    # probability that an example gets a box of noise (Keras' RandomErasing); 0 turns it off
+    random_erasing: float = setting(0.0, float, low=0, high=1, what="random erasing probability")
     cache: bool = setting(False, bool, flag=None, what="cache decoded images")
     shuffle_buffer: int = setting(10_000, int, low=1, high=MAX_COUNT, flag=None,
                                   what="shuffle buffer")
@@ -312,6 +394,17 @@ class TrainConfig:
     grad_clip_norm: float | None = setting(1.0, float, low=0, optional=True, flag=None,
                                            what="gradient clipping norm")
     label_smoothing: float = _fraction(0.0, "label smoothing", flag="")
+    # Layer-wise learning-rate decay F: encoder block i of L trains at rate x F^(L - i), the
+    # embeddings (and a hybrid's stem) at rate x F^(L + 1), the final norm, pre-logits and
+    # head at the rate itself; 1 turns it off ("Training" in docs/reference.md)
+    layer_decay: float = setting(1.0, float, low=0, high=1, open_low=True,
+                                 what="layer-wise learning-rate decay")
+    # none | embeddings | blocks:N | backbone: kept as they are, without optimizer state
+    freeze: str = setting("none", str, choices=FREEZES, pattern=FREEZE_BLOCKS,
+                          what="frozen parameters")
+    # softmax | sigmoid (the paper's pre-training loss); None: softmax for single-label
+    # data, sigmoid for multi-label data (a CSV manifest, tfds Sequence(ClassLabel))
+    loss: str | None = setting(None, str, choices=LOSSES, optional=True, what="loss")
     # Polyak averaging, e.g. 0.9999
     ema_decay: float | None = setting(None, float, low=0, high=1, open_low=True, open_high=True,
                                       optional=True, flag="--ema", what="EMA decay")
@@ -355,6 +448,17 @@ class MaskedPatchConfig:
 
 
 @dataclass(frozen=True)
+class ScoringConfig:
+    """How a trained model's logits become scores and labels (`vitcli evaluate`, `predict`,
+    `export`): softmax probabilities, or for a multi-label model a sigmoid score per class and
+    the classes whose score is at least the threshold."""
+
+    # softmax | sigmoid; None: the run's train.loss (config.yaml), else softmax
+    scores: str | None = setting(None, str, choices=LOSSES, optional=True, what="scores")
+    threshold: float = setting(0.5, float, low=0, high=1, what="decision threshold")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A whole training run; written resolved to `config.yaml`, enough to rerun it."""
 
@@ -370,17 +474,25 @@ class RunConfig:
     from_scratch: bool = setting(False, bool, what="random initial weights")
     # recompute activations in the backward pass: less memory, more time
     remat: bool = setting(False, bool, what="rematerialisation")
-    # None: the checkpoint's resolution, else 224; a multiple of the model's stride
-    image_size: int | None = setting(None, int, low=1, high=MAX_IMAGE_SIZE, optional=True,
-                                     flag="--res", what="image size in pixels")
+    # None: the checkpoint's resolution, else 224; each side a multiple of the model's
+    # stride. A number (square) or height x width: --res 384x512, `image_size: [384, 512]`.
+    image_size: int | tuple[int, int] | None = setting(
+        None, int, low=1, high=MAX_IMAGE_SIZE, optional=True, pair=True, flag="--res",
+        what="image size in pixels")
     # None: 0 for fine-tuning, the variant's for pre-training
     dropout: float | None = _fraction(None, "dropout rate", flag="", optional=True)
+    # Stochastic depth (Huang et al. 2016): the residual branches of block i of L are dropped
+    # per example with probability drop_path * i / (L - 1); 0 keeps the reference's model.
+    drop_path: float = _fraction(0.0, "stochastic depth rate", flag="")
     # pre-training: None = the hidden size
     representation_size: int | None = _count(None, "pre-logits width", optional=True,
                                              flag=None)
     # token | gap; None = the variant's (token)
-    classifier: str | None = setting(None, str, choices=CLASSIFIERS, optional=True, flag=None,
+    classifier: str | None = setting(None, str, choices=CLASSIFIERS, optional=True,
                                      what="classifier")
+    # learned | sincos2d | none; None = learned. Both are a new model's: a checkpoint has its own
+    posemb: str | None = setting(None, str, choices=POSEMBS, optional=True,
+                                 what="position embeddings")
     out: str | None = setting(None, str, optional=True, what="run directory")  # None: runs/<data>
     resume: bool = setting(False, bool, what="resume")
     # Write into an existing --out that is not this run: replaces only vitcli's own files.
@@ -587,21 +699,52 @@ def _check_model(config: RunConfig) -> None:
     from vitcli.models.registry import decode_variant  # imports this module
 
     model = decode_variant(config.model)
-    size, stride = config.image_size, model.stride
-    if size is not None and size % stride:
-        lower = size // stride * stride
-        stem = " times its ResNet stem's" if model.resnet else ""
-        raise VitcliError(f"image size {size} is not a multiple of {stride}, the patch size"
-                          f"{stem} of {config.model}",
-                          hint=f"use e.g. --res {lower or stride}"
-                          + (f" or {lower + stride}" if lower and lower + stride <= MAX_IMAGE_SIZE
-                             else ""))
+    if config.image_size is None:
+        return
+    stem = " times its ResNet stem's" if model.resnet else ""
+    check_image_size(config.image_size, model.stride,
+                     f"{model.stride}, the patch size{stem} of {config.model}", "--res ")
+
+
+def check_image_size(size, stride: int, what: str, flag: str = "") -> None:
+    """Each side of `size` (a number or a (height, width) pair) a multiple of `stride`; else a
+    one-line error naming the side ('image width 500 is not a multiple of 16, ...') and the
+    nearest sizes that are (`what` says what the stride is, `flag` prefixes the hint)."""
+    height, width = image_shape(size)
+    square = height == width
+    for side, value in (("height", height), ("width", width)):
+        if value % stride == 0:
+            continue
+        lower = value // stride * stride
+        choices = [value for value in (lower, lower + stride)
+                   if 0 < value <= MAX_IMAGE_SIZE] or [stride]
+        if square:
+            label, hints = f"image size {value}", [str(choice) for choice in choices]
+        else:
+            label = f"image {side} {value} (of {size_text(size)})"
+            hints = [size_text((choice, width) if side == "height" else (height, choice))
+                     for choice in choices]
+        raise VitcliError(f"{label} is not a multiple of {what}",
+                          hint=f"use e.g. {flag}{' or '.join(hints)}")
 
 
 def _check_masking(mpp: MaskedPatchConfig) -> None:
     if mpp.mask_fraction + mpp.random_fraction > 1:
         raise VitcliError(f"mpp.mask_fraction {mpp.mask_fraction:g} and mpp.random_fraction "
                           f"{mpp.random_fraction:g} add up to more than 1")
+
+
+def _check_architecture_switches(config: RunConfig) -> None:
+    """--classifier and --posemb shape a new model. Fine-tuning a checkpoint reads both from
+    the file (a gap or sincos2d checkpoint fine-tunes as one), so there they are refused."""
+    given = [f"--{name} {value}" for name, value in (("classifier", config.classifier),
+                                                     ("posemb", config.posemb))
+             if value is not None]
+    if given and config.command == "finetune" and not config.from_scratch:
+        raise VitcliError(f"{' and '.join(given)}: fine-tuning reads the classifier and the "
+                          "position embeddings from the checkpoint",
+                          hint="drop them, or train a new model with `vitcli pretrain` "
+                          "(or `vitcli finetune --from-scratch`)")
 
 
 def check_objective(config: RunConfig) -> None:
@@ -621,6 +764,7 @@ def check_run_config(config: RunConfig) -> RunConfig:
     it with values coerced."""
     config = check_settings(config)
     check_objective(config)
+    _check_architecture_switches(config)
     _check_model(config)
     check_splits(config.data)
     _check_masking(config.mpp)

@@ -21,15 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
-from typer.testing import CliRunner
 
-from tests.conftest import official_checkpoint
-from tests.train.conftest import write_colour_folder
+from tests.support.checkpoints import official_checkpoint
+from tests.support.cli import runner
+from tests.support.images import write_colour_folder
 from vitcli.cli.app import app
 from vitcli.cli.console import DEBUG_VARIABLE, reports_errors
 from vitcli.errors import VitcliError
-
-runner = CliRunner()
 
 # The start every training row varies: a micro ViT from scratch, one step, into the row's
 # own {out}. A row that is wrongly accepted trains for one step and fails its checks.
@@ -221,7 +219,7 @@ ROWS = [
     row("weights_info_missing", "weights info {tmp}/absent.npz", "does not exist"),
     row("weights_info_truncated", "weights info {truncated}", "not an .npz archive"),
     row("weights_convert_res_7", "weights convert {patch16} --out {tmp}/x.keras --res 7",
-        "multiple of 16", owner="weights"),
+        "multiple of 16"),
     row("weights_convert_res_huge", "weights convert {patch16} --out {tmp}/x.keras --res 5000",
         "--res (image size in pixels) must be at most 2,048"),
     row("weights_convert_out_suffix", "weights convert {patch16} --out {tmp}/x.txt",

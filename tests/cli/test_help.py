@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 import pytest
-from typer.testing import CliRunner
 
+from tests.support.cli import runner
 from vitcli.cli import train
 from vitcli.cli.app import app
 from vitcli.config import (
@@ -167,7 +167,7 @@ def captured_run(monkeypatch):
 
 
 def test_new_flags_reach_the_run_config(captured_run):
-    result = CliRunner().invoke(app, [
+    result = runner.invoke(app, [
         "pretrain", "--data", "d", "--model", "vit-ti16", "--accum", "4", "--remat",
         "--from-scratch", "--log-every", "5", "--dry-run", "--json"])
     assert result.exit_code == 0, result.output
@@ -180,7 +180,7 @@ def test_new_flags_reach_the_run_config(captured_run):
 
 
 def test_flags_left_out_stay_the_recipe_defaults(captured_run):
-    result = CliRunner().invoke(app, ["finetune", "--data", "d", "--model", "vit-ti16"])
+    result = runner.invoke(app, ["finetune", "--data", "d", "--model", "vit-ti16"])
     assert result.exit_code == 0, result.output
     ((command, flags, kwargs),) = captured_run
     config = resolve_run_config(command, None, flags)
@@ -189,5 +189,5 @@ def test_flags_left_out_stay_the_recipe_defaults(captured_run):
 
 
 def test_json_without_dry_run_is_refused():
-    result = CliRunner().invoke(app, ["finetune", "--data", "d", "--json"])
+    result = runner.invoke(app, ["finetune", "--data", "d", "--json"])
     assert result.exit_code == 2 and "--dry-run" in result.output

@@ -6,18 +6,16 @@ labels.txt are refused for training."""
 from __future__ import annotations
 
 import io
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tests.conftest import vitcli_error
-from tests.data.conftest import image_array, make_folder
+from tests.support.checks import vitcli_error
+from tests.support.images import image_array, make_folder, write_black_png
 from vitcli.config import DataConfig
 from vitcli.data import pipeline
 from vitcli.data.headers import DEFAULT_MAX_PIXELS, MAX_PIXELS_VARIABLE, declared_size
@@ -25,29 +23,6 @@ from vitcli.data.index import check_paths, index_folder
 from vitcli.data.sources import open_source
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-
-
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def write_black_png(path: Path, width: int, height: int, rows_per_block: int = 100) -> None:
-    """A valid RGB PNG of black pixels, written without ever holding them: one raw-deflated
-    block of `rows_per_block` rows, closed by a full flush (so it refers to nothing before
-    it), is repeated inside a zlib stream built by hand."""
-    assert height % rows_per_block == 0
-    rows = bytes((1 + 3 * width) * rows_per_block)  # each row: filter byte 0, then pixels
-    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
-    block = compressor.compress(rows) + compressor.flush(zlib.Z_FULL_FLUSH)
-    end = compressor.flush()
-    checksum = 1
-    for _ in range(height // rows_per_block):
-        checksum = zlib.adler32(rows, checksum)
-    stream = (b"\x78\xda" + block * (height // rows_per_block) + end
-              + struct.pack(">I", checksum))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
-                     + _png_chunk(b"IDAT", stream) + _png_chunk(b"IEND", b""))
 
 
 def test_the_png_writer_writes_real_pngs(tmp_path):

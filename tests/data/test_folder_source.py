@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import vitcli_error
-from tests.data.conftest import encode, image_array, labels_and_ids, make_folder
+from tests.support.checks import vitcli_error
+from tests.support.images import encode, image_array, labels_and_ids, make_folder
 from vitcli.config import DataConfig
 from vitcli.data import pipeline
 from vitcli.data.sources import FOLDER, TFDS, SourceSpec, open_source, parse_source

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tests.data.conftest import encode, image_array, make_folder
+from tests.support.images import encode, image_array, make_folder
 from vitcli.data.index import cache_file, check_files, index_folder
 
 

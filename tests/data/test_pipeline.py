@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.data.conftest import TINY_TFDS, batches, labels_and_ids, make_folder
+from tests.support.images import batches, labels_and_ids, make_folder
+from tests.support.tfds import TINY_TFDS
 from vitcli.config import DataConfig
 from vitcli.data import pipeline
 from vitcli.data.sources import open_source

@@ -9,14 +9,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tests.conftest import vitcli_error
-from tests.data.conftest import (
-    TINY_TFDS,
-    TINY_TFDS_CLASSES,
-    TINY_TFDS_COUNTS,
-    labels_and_ids,
-    make_folder,
-)
+from tests.support.checks import vitcli_error
+from tests.support.images import labels_and_ids, make_folder
+from tests.support.tfds import TINY_TFDS, TINY_TFDS_CLASSES, TINY_TFDS_COUNTS
 from vitcli.config import DataConfig
 from vitcli.data import pipeline
 from vitcli.data.sources import open_source

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from matplotlib import image as matplotlib_image
 
-from tests.conftest import vitcli_error
+from tests.support.checks import vitcli_error
 from vitcli.evaluate.confusion import figure_pixels, row_normalised, write_confusion_matrix
 
 

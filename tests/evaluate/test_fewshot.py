@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import vitcli_error
+from tests.support.checks import vitcli_error
 from vitcli.evaluate.fewshot import (
     HELD_OUT_PER_CLASS,
     few_shot_accuracy,

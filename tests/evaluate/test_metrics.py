@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.conftest import vitcli_error
+from tests.support.checks import vitcli_error
 from vitcli.evaluate.metrics import classification_metrics
 
 

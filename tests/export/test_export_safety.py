@@ -15,20 +15,20 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 import vitcli
-from vitcli.cli.app import app
+from tests.support.cli import invoke
+from tests.support.images import COLOURS
 from vitcli.files import DirectoryLock
 from vitcli.processes import run_module
 
 NUM_CLASSES, IMAGE_SIZE = 3, 16
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 # Imported instead of the real modules, these leave a marker file and break the import.
 PLANTED_MODULES = ("numpy", "tensorflow", "keras", "vitcli", "yaml", "typer")
 
@@ -69,8 +69,7 @@ def _snapshot(folder: Path) -> dict[str, bytes | None]:
             for path in sorted(folder.rglob("*"))}
 
 
-def _invoke(*arguments) -> object:
-    return CliRunner().invoke(app, ["export", *map(str, arguments)])
+_invoke = partial(invoke, "export")  # `vitcli export ARGS`
 
 
 def _one_error_line(result) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.export.conftest import LABELS, TINY
+from tests.support.export import LABELS, TINY
 from vitcli.errors import VitcliError
 from vitcli.export import dispatch, export_model
 from vitcli.export.dispatch import destination_of

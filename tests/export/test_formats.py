@@ -12,7 +12,7 @@ import onnxruntime
 import pytest
 import tensorflow as tf
 
-from tests.export.conftest import keras_probabilities, random_pixels, softmax
+from tests.support.export import keras_probabilities, random_pixels, softmax
 from vitcli.export.formats import FORMATS
 from vitcli.weights.checkpoint import load_checkpoint
 from vitcli.weights.npz import read_npz

@@ -8,9 +8,9 @@ vit-h14 (632 M parameters, 2.35 GiB in float32) is checked from its parameter co
 from __future__ import annotations
 
 import pytest
-from typer.testing import CliRunner
 
-from tests.export.conftest import TINY
+from tests.support.cli import runner
+from tests.support.export import TINY
 from vitcli.cli.app import app
 from vitcli.errors import VitcliError
 from vitcli.export.onnx import PROTOBUF_LIMIT, check_onnx_size, size_limit
@@ -62,8 +62,8 @@ def test_vitcli_export_refuses_before_writing_anything(model, tmp_path):
     model.save(saved)
     out = tmp_path / "onnx" / "tiny.onnx"
     with size_limit(1000):
-        result = CliRunner().invoke(app, ["export", str(saved), "--format", "onnx",
-                                          "--out", str(out)])
+        result = runner.invoke(app, ["export", str(saved), "--format", "onnx",
+                                     "--out", str(out)])
     assert result.exit_code == 1, result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.export.conftest import (
+from tests.support.export import (
     LABELS,
     TOP_K,
     encoded_test_images,

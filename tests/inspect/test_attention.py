@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import random_images
+from tests.support.models import random_images
 from vitcli.inspect.attention import AttentionExtractor, attention_weights, token_layout
 
 

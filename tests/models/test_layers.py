@@ -9,8 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import check_layer, gelu_erf, randomise_weights
 from tests.reference import numpy_vit as nv
+from tests.support.layers import check_layer
+from tests.support.models import gelu_erf, randomise_weights
 from vitcli.models import layers as vit_layers
 from vitcli.models import resnet as resnet_layers
 from vitcli.models.layers import (

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 import vitcli
-from tests.conftest import random_images, vitcli_error
+from tests.support.checks import vitcli_error
+from tests.support.models import random_images
 from vitcli.models.registry import VARIANTS, decode_variant
 
 # docs/reference.md §2: parameters with a 1000-class head at 224 px.

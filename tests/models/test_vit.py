@@ -10,18 +10,10 @@ import numpy as np
 import pytest
 
 import vitcli
-from tests.conftest import (
-    CHECKPOINT_SHAPES,
-    PARITY_KINDS,
-    PARITY_TOLERANCE,
-    gelu_erf,
-    logits,
-    nested_layers,
-    official_checkpoint,
-    random_images,
-    vitcli_error,
-)
 from tests.reference.numpy_vit import forward, gelu_tanh
+from tests.support.checkpoints import CHECKPOINT_SHAPES, PARITY_KINDS, official_checkpoint
+from tests.support.checks import vitcli_error
+from tests.support.models import PARITY_TOLERANCE, gelu_erf, logits, nested_layers, random_images
 from vitcli.models.layers import MultiHeadSelfAttention
 
 # Largest |mixed - float32| logit difference measured on the PARITY_KINDS checkpoints (logits

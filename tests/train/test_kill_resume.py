@@ -15,12 +15,11 @@ import time
 import numpy as np
 import pytest
 
-import vitcli
+from tests.support.runs import trained_weights
 
 STEPS = 40
 KILLS = 5
 DURING_WRITE = (1, 3)  # which kills wait for a checkpoint's temporary file
-NO_EFFECT = "key/bias"  # see tests/train/test_distributed.py: its exact gradient is zero
 
 
 def command(data, out, *extra) -> list[str]:
@@ -98,9 +97,7 @@ def kill_once(args, out, log, target: int, during_write: bool, delay: float) -> 
 
 
 def final_weights(out) -> dict[str, np.ndarray]:
-    return {weight.path: weight.numpy()
-            for weight in vitcli.load_checkpoint(out / "model.keras").weights
-            if not weight.path.endswith(NO_EFFECT)}
+    return trained_weights(out / "model.keras")
 
 
 @pytest.mark.heavy

@@ -313,31 +313,21 @@ def test_remat_still_returns_attention_weights():
 # --- One real measurement. ------------------------------------------------------------------
 # RSS is sampled every 2 ms while the steps run, against the RSS just before them: the
 # process's lifetime peak (ru_maxrss) can be set by start-up or tracing, which do not grow
-# with the batch, and then hides the activations entirely.
+# with the batch, and then hides the activations entirely. The script runs in the repository
+# root, so it imports the sampler as tests.support.memory.
 MEASURE = textwrap.dedent("""
-    import json, os, sys, threading, time
+    import json, sys
     import numpy as np
     import vitcli
-    PAGE = os.sysconf("SC_PAGE_SIZE")
-    def rss():
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * PAGE
+    from tests.support.memory import rss_during
     batch = int(sys.argv[1])
     model = vitcli.build_model("vit-mu16", num_classes=10, image_size=224)
     rng = np.random.default_rng(0)
     batches = [(rng.integers(0, 256, (batch, 224, 224, 3), dtype=np.uint8),
                 rng.integers(0, 10, (batch,))) for _ in range(2)]
-    before, peak, running = rss(), [0], [True]
-    def sample():
-        while running[0]:
-            peak[0] = max(peak[0], rss())
-            time.sleep(0.002)
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    vitcli.train_steps(model, batches, learning_rate=0.01, warmup_steps=0)
-    running[0] = False
-    sampler.join()
-    print(json.dumps({"before": before, "peak": max(peak[0], rss())}))
+    before, peak = rss_during(
+        lambda: vitcli.train_steps(model, batches, learning_rate=0.01, warmup_steps=0), 0.002)
+    print(json.dumps({"before": before, "peak": peak}))
 """)
 
 

@@ -12,10 +12,10 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from typer.testing import CliRunner
 
 import vitcli
-from tests.conftest import vitcli_error
+from tests.support.checks import vitcli_error
+from tests.support.cli import runner
 from vitcli.cli.app import app
 from vitcli.config import MaskedPatchConfig, resolve_run_config
 from vitcli.models.mpp import KEPT, MASKED, REPLACED, UNTOUCHED, PatchCorruption, build_mpp_model
@@ -24,8 +24,6 @@ from vitcli.models.vit import build_vit
 from vitcli.train.callbacks import TrainingCallbacks
 from vitcli.train.mpp import colour_classes, sample_corruption
 from vitcli.train.run import run_training
-
-runner = CliRunner()
 
 
 def numpy_colour_classes(images: np.ndarray, patch: int) -> np.ndarray:

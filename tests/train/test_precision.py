@@ -7,17 +7,15 @@ import json
 import keras
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 import vitcli
-from vitcli.cli.app import app
+from tests.support.cli import invoke
 
 
 def train(data, out, *extra):
-    result = CliRunner().invoke(app, [
-        "pretrain", "--model", "vit-mu8", "--data", str(data), "--res", "16", "--steps", "30",
-        "--batch", "12", "--lr", "3e-3", "--warmup", "3", "--eval-every", "30",
-        "--out", str(out), *extra])
+    result = invoke("pretrain", "--model", "vit-mu8", "--data", data, "--res", 16, "--steps", 30,
+                    "--batch", 12, "--lr", "3e-3", "--warmup", 3, "--eval-every", 30,
+                    "--out", out, *extra)
     assert result.exit_code == 0, result.output
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import vitcli
+from tests.support.runs import checkpoint_step
 
 STEPS = 40
 
@@ -41,11 +42,6 @@ def start_and_stop(args, out, stop_signal) -> subprocess.Popen:
     process.send_signal(stop_signal)
     process.wait(timeout=60)
     return process
-
-
-def checkpoint_step(out) -> int:
-    with np.load(out / "checkpoints" / "state.npz") as state:
-        return json.loads(state["extra"].tobytes())["step"]
 
 
 def final_weights(out):

@@ -16,12 +16,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-import vitcli
-from tests.train.conftest import write_colour_folder
+from tests.support.cli import error_lines, invoke, runner
+from tests.support.images import write_colour_folder
+from tests.support.runs import assert_same_weights, checkpoint_step
 from vitcli.cli.app import app
 from vitcli.config import RunConfig, resolve_run_config
 from vitcli.errors import VitcliError
@@ -29,19 +28,16 @@ from vitcli.files import DirectoryLock, terminate_as_interrupt
 from vitcli.train.callbacks import TrainingCallbacks
 from vitcli.train.run import run_training
 
-runner = CliRunner()
 TINY = ("--model", "vit-mu8", "--res", "16", "--batch", "6", "--lr", "2e-3", "--warmup", "1")
 # 4 steps, a checkpoint every 2: state.npz (step 4) and state.prev.npz (step 2) at the end.
 SHORT = ("--steps", "4", "--checkpoint-every", "2", "--eval-every", "2", "--log-every", "1")
-NO_EFFECT = "key/bias"  # see tests/train/test_distributed.py: its exact gradient is zero
 needs_overwrite = pytest.mark.skipif(
     "overwrite" not in {field.name for field in dataclasses.fields(RunConfig)},
     reason="RunConfig.overwrite / --overwrite are not in the CLI yet")
 
 
 def pretrain(data, out, *extra, command="pretrain"):
-    args = [command, *TINY, "--data", str(data), "--out", str(out), *extra]
-    return runner.invoke(app, [str(arg) for arg in args])
+    return invoke(command, *TINY, "--data", data, "--out", out, *extra)
 
 
 def pretrain_args(data, out, *extra) -> list[str]:
@@ -58,28 +54,8 @@ def snapshot(folder) -> dict[str, str]:
     return entries
 
 
-def error_lines(result) -> list[str]:
-    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
-
-
-def checkpoint_step(path) -> int:
-    with np.load(path) as state:
-        return json.loads(state["extra"].tobytes())["step"]
-
-
 def temporaries(folder) -> list[str]:
     return [path.name for path in folder.rglob(".*") if path.name != ".vitcli-run"]
-
-
-def assert_same_weights(got, want) -> None:
-    def weights(path):
-        return {weight.path: weight.numpy() for weight in vitcli.load_checkpoint(path).weights
-                if not weight.path.endswith(NO_EFFECT)}
-
-    got, want = weights(got), weights(want)
-    assert set(got) == set(want)
-    for path, value in want.items():
-        np.testing.assert_allclose(got[path], value, rtol=1e-4, atol=1e-5, err_msg=path)
 
 
 @pytest.fixture(scope="module")

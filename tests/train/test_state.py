@@ -2,41 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import threading
-import time
-
 import keras
 import numpy as np
 
+from tests.support.memory import peak_growth_during
 from vitcli.train.state import restore_state, save_state
-
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def resident_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * PAGE
-
-
-def peak_growth_during(action) -> int:
-    """Peak resident memory above the starting level while `action` runs (sampled every
-    millisecond)."""
-    before, peak, running = resident_bytes(), [0], [True]
-
-    def sample():
-        while running[0]:
-            peak[0] = max(peak[0], resident_bytes())
-            time.sleep(0.001)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        action()
-    finally:
-        running[0] = False
-        sampler.join()
-    return max(peak[0], resident_bytes()) - before
 
 
 def wide_model_and_optimizer():

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import vitcli_error
+from tests.support.checks import vitcli_error
 from vitcli.train.precision import dtype_policy, resolve_precision
 from vitcli.train.strategy import is_chief, make_strategy, resolve_name
 

@@ -10,17 +10,14 @@ import numpy as np
 import pytest
 
 import vitcli
-from tests.conftest import (
+from tests.support.checkpoints import (
     CHECKPOINT_SHAPES,
     PARITY_KINDS,
     POSEMB_KEY,
-    disk_snapshot,
-    logits,
     official_checkpoint,
-    random_images,
-    vitcli_error,
-    weights_by_path,
 )
+from tests.support.checks import disk_snapshot, vitcli_error
+from tests.support.models import logits, random_images, weights_by_path
 
 HEAD_KEYS = {"head/kernel", "head/bias"}
 PRE_LOGITS_KEYS = {"pre_logits/kernel", "pre_logits/bias"}

@@ -12,16 +12,9 @@ import numpy as np
 import pytest
 
 import vitcli
-from tests.conftest import (
-    CHECKPOINT_SHAPES,
-    PARITY_TOLERANCE,
-    POSEMB_KEY,
-    logits,
-    official_checkpoint,
-    random_images,
-    weights_by_path,
-)
 from tests.reference.numpy_vit import forward
+from tests.support.checkpoints import CHECKPOINT_SHAPES, POSEMB_KEY, official_checkpoint
+from tests.support.models import PARITY_TOLERANCE, logits, random_images, weights_by_path
 
 BLOCK_KEY = re.compile(r"^Transformer/encoderblock_(\d+)/(.*)$")
 GROUP_NORM_KEY = re.compile(r"(^|/)gn(_root|\d|_proj)/(scale|bias)$")

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 import vitcli
-from tests.conftest import official_checkpoint, vitcli_error
+from tests.support.checkpoints import official_checkpoint
+from tests.support.checks import vitcli_error
+from tests.support.cli import runner
 from vitcli.cli.app import app
 from vitcli.weights.npz import allowed_bytes, read_npz
 
@@ -138,7 +139,7 @@ def test_a_header_claiming_4_tib_is_one_line_without_allocating(tmp_path, compre
 def test_the_cli_refuses_a_4_tib_header_in_one_line(tmp_path):
     path = tmp_path / "huge.npz"
     lying_header(path, (2**40,))
-    result = CliRunner().invoke(app, ["weights", "info", str(path)])
+    result = runner.invoke(app, ["weights", "info", str(path)])
     assert result.exit_code == 1 and "Traceback" not in result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "4.0 TiB" in errors[0], result.stderr

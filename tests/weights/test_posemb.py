@@ -8,16 +8,10 @@ import pytest
 from scipy import ndimage
 
 import vitcli
-from tests.conftest import (
-    CHECKPOINT_SHAPES,
-    PARITY_TOLERANCE,
-    POSEMB_KEY,
-    logits,
-    official_checkpoint,
-    random_images,
-    vitcli_error,
-)
 from tests.reference.numpy_vit import forward
+from tests.support.checkpoints import CHECKPOINT_SHAPES, POSEMB_KEY, official_checkpoint
+from tests.support.checks import vitcli_error
+from tests.support.models import PARITY_TOLERANCE, logits, random_images
 
 
 def random_posemb(grid: int, prefix: int = 1, width: int = 8, seed: int = 0) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""`vitcli evaluate`: accuracy, per-class accuracy, confusion matrix, few-shot probes."""
+"""`vitcli evaluate`: accuracy, per-class accuracy, confusion matrix, few-shot probes; for
+multi-label data mAP, per-class AP and micro/macro F1 at --threshold."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from vitcli._environment import import_tensorflow_quietly
 from vitcli.cli import options as opt
 from vitcli.cli.console import console, print_json, reports_errors
 from vitcli.cli.options import with_default
-from vitcli.config import SPLIT_NAMES, RunConfig, data_config
+from vitcli.config import SPLIT_NAMES, RunConfig, ScoringConfig, check_value, data_config
 from vitcli.errors import VitcliError
 
 SPLITS = (*SPLIT_NAMES, "all")  # all: every image of a plain class folder
@@ -30,8 +31,36 @@ def parse_shots(value: str) -> tuple[int, ...]:
     return tuple(int(part) for part in parts)
 
 
+def _percent(value) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def _print_multilabel_report(report: dict) -> None:
+    """mAP, F1 and loss, then AP, F1 and positives per class."""
+    table = Table(title=escape(f"{report['model']} on {report['data']} ({report['split']})"))
+    for column in ("examples", "mAP", f"micro F1 @{report['threshold']:g}", "macro F1"):
+        table.add_column(column, justify="right")
+    table.add_row(str(report["num_examples"]), _percent(report["map"]),
+                  _percent(report["micro_f1"]), _percent(report["macro_f1"]))
+    console.print(table)
+    per_class = Table(title="per class")
+    for column in ("class", "AP", "F1", "positives"):
+        per_class.add_column(column, justify="left" if column == "class" else "right")
+    for name, values in report["per_class"].items():
+        per_class.add_row(escape(name), _percent(values["ap"]), _percent(values["f1"]),
+                          str(values["positives"]))
+    console.print(per_class)
+    missing = report["classes_without_positives"]
+    if missing:
+        console.print(f"{len(missing)} class(es) without positives, left out of the mAP: "
+                      f"{escape(', '.join(missing))}", soft_wrap=True)
+
+
 def _print_report(report: dict) -> None:
     console.print(report["headline"], markup=False, soft_wrap=True)
+    if report.get("multi_label"):
+        _print_multilabel_report(report)
+        return
     table = Table(title=escape(f"{report['model']} on {report['data']} ({report['split']})"))
     for column in ("examples", "top-1", "top-5", "loss"):
         table.add_column(column, justify="right")
@@ -68,9 +97,11 @@ def evaluate_command(
         "Folder for confusion.csv/.png.", "eval-<split>/ next to the model"))] = None,
     data_dir: opt.DataDir = None, train_split: opt.TrainSplit = None,
     val_split: opt.ValSplit = None, test_split: opt.TestSplit = None,
-    eval_crop: opt.EvalCrop = None, precision: opt.Precision = None, as_json: opt.Json = False,
+    eval_crop: opt.EvalCrop = None, precision: opt.Precision = None,
+    threshold: opt.Threshold = None, as_json: opt.Json = False,
 ) -> None:
-    """Evaluate a model: top-1, top-5, loss, per-class accuracy, confusion matrix.
+    """Evaluate a model: top-1, top-5, loss, per-class accuracy, confusion matrix; on
+    multi-label data mAP, per-class AP and micro/macro F1.
 
     Example: vitcli evaluate runs/flowers --data ./flowers --few-shot 1,5,10
     """
@@ -83,12 +114,13 @@ def evaluate_command(
         raise VitcliError(f"unknown split '{split}'", hint=f"use {', '.join(SPLITS)}")
     if batch is not None and batch < 1:
         raise VitcliError(f"--batch must be at least 1, not {batch}")
+    threshold = check_value(ScoringConfig, "threshold", threshold)
     import_tensorflow_quietly()
     from vitcli.evaluate.evaluation import evaluate_report
 
     report = evaluate_report(model, data_flags, split=split, batch_size=batch or BATCH_SIZE,
                              shots=few_shot or (), out_dir=out,
-                             precision=precision or RunConfig.precision)
+                             precision=precision or RunConfig.precision, threshold=threshold)
     if as_json:
         print_json(report)
     else:

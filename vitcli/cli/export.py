@@ -11,7 +11,7 @@ from vitcli._environment import import_tensorflow_quietly
 from vitcli.cli import options as opt
 from vitcli.cli.console import console, reports_errors
 from vitcli.cli.options import read_labels_file, with_default
-from vitcli.config import DataConfig
+from vitcli.config import DataConfig, ScoringConfig, check_value
 from vitcli.export.formats import FORMATS, get_format
 from vitcli.files import terminate_as_interrupt
 
@@ -56,11 +56,14 @@ def export_command(
                                        "signature.")] = 5,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Reload in a fresh "
                                          "process and compare with Keras.")] = True,
+    scores: opt.Scores = None,
+    threshold: opt.Threshold = None,
 ) -> None:
     """Export a model for serving, verified in a fresh process before it is put in place.
 
     An existing file at --out is replaced only if it is a vitcli export of the same format
-    (else --overwrite); the source model and its run's checkpoints never are.
+    (else --overwrite); the source model and its run's checkpoints never are. A multi-label
+    model's SavedModel returns sigmoid scores and the labels at or above --threshold.
 
     Examples:
 
@@ -70,25 +73,29 @@ def export_command(
     """
     suffix = get_format(fmt).suffix  # before TensorFlow starts: a typo answers at once
     labels = read_labels_file(labels_file) if labels_file is not None else None
+    scoring = {"scores": check_value(ScoringConfig, "scores", scores),
+               "threshold": check_value(ScoringConfig, "threshold", threshold)}
     import_tensorflow_quietly()
     # SIGTERM takes Ctrl-C's path, so an export killed by a scheduler removes its temporary.
     with terminate_as_interrupt():
         _export(model, fmt, out or Path(f"{model.stem}-{fmt}{suffix}"), overwrite,
-                labels, eval_crop or DataConfig.eval_crop, top_k, verify)
+                labels, eval_crop or DataConfig.eval_crop, top_k, verify, scoring)
 
 
 def _export(model: Path, fmt: str, out: Path, overwrite: bool, labels: list[str] | None,
-            eval_crop: str, top_k: int, verify: bool) -> None:
+            eval_crop: str, top_k: int, verify: bool, scoring: dict) -> None:
     from vitcli.export import export_model
     from vitcli.export.targets import protected_paths
-    from vitcli.weights.trained import load_trained
+    from vitcli.weights.trained import load_trained, model_scores
 
     source, load_from = _source(model)
     network, run_labels = load_trained(load_from)
     labels = labels or run_labels or [str(index) for index in range(network.output_shape[-1])]
     result = export_model(network, fmt, out, labels=labels, eval_crop=eval_crop, top_k=top_k,
                           verify=verify, log=lambda line: console.print(f"  {line}"),
-                          overwrite=overwrite, protect=protected_paths(source))
+                          overwrite=overwrite, protect=protected_paths(source),
+                          scores=model_scores(model, scoring["scores"]),
+                          threshold=scoring["threshold"])
     console.print(f"exported {fmt} to {result.path}"
                   + (f" (verified in a fresh process: max |diff| {result.max_abs_diff:.2e})"
                      if verify else ""))

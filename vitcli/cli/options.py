@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from vitcli.config import MAX_IMAGE_SIZE, DataConfig, ModelConfig, RunConfig
+from vitcli.config import MAX_IMAGE_SIZE, DataConfig, ModelConfig, RunConfig, ScoringConfig
 
 DATA = "Data"
 TRAINING = "Training"
@@ -30,7 +30,8 @@ def with_default(help_text: str, default) -> str:
 
 
 Data = Annotated[str | None, typer.Option(
-    "--data", help="Image folder (DIR/<class>/... or DIR/{train,val,test}/<class>/...) or "
+    "--data", help="Image folder (DIR/<class>/... or DIR/{train,val,test}/<class>/...), a "
+    "multi-label CSV manifest (FILE.csv: file,labels[,split]; labels separated by ';') or "
     "tfds:NAME.", rich_help_panel=DATA)]
 DataDir = Annotated[str | None, typer.Option(
     "--data-dir", help=with_default("tensorflow-datasets data directory.",
@@ -57,14 +58,22 @@ EvalCrop = Annotated[str | None, typer.Option(
     "--eval-crop", help=with_default("resize (the reference's) or center (resize-small + "
                                      "centre crop).", DataConfig.eval_crop),
     rich_help_panel=DATA)]
-Resolution = Annotated[int | None, typer.Option(
+Resolution = Annotated[str | None, typer.Option(
     "--res", help=with_default(f"Image size, a multiple of the patch size, at most "
-                               f"{MAX_IMAGE_SIZE}; position embeddings are resized to match.",
+                               f"{MAX_IMAGE_SIZE}; HEIGHTxWIDTH (e.g. 384x512) for a "
+                               "non-square one; position embeddings are resized to match.",
                                f"the checkpoint's resolution, else {ModelConfig.image_size}"),
     rich_help_panel=MODEL)]
 ModelArgument = Annotated[Path, typer.Argument(
     help="A run directory, a .keras file or an .npz checkpoint.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+Threshold = Annotated[float | None, typer.Option(
+    "--threshold", help=with_default("Multi-label: a class is predicted when its score is at "
+                                     "least this.", ScoringConfig.threshold))]
+Scores = Annotated[str | None, typer.Option(
+    "--scores", help=with_default("softmax (one label per image) or sigmoid (multi-label): "
+                                  "how the logits become scores.",
+                                  "the run's training loss (its config.yaml), else softmax"))]
 
 
 def batch_option(default, help_text: str = "Global batch size.", *, panel: str | None = TRAINING):

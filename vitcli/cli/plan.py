@@ -5,6 +5,13 @@ from __future__ import annotations
 from rich.markup import escape
 
 from vitcli.cli.console import console, print_json
+from vitcli.config import size_text
+
+
+def grid_text(model: dict) -> str:
+    """The patch grid as rows x columns (a plan from before grid_shape has grid_size only)."""
+    rows, columns = model.get("grid_shape") or [model["grid_size"]] * 2
+    return f"{rows}x{columns}"
 
 
 def show_plan(plan: dict, as_json: bool = False) -> None:
@@ -15,10 +22,11 @@ def show_plan(plan: dict, as_json: bool = False) -> None:
     counts = ", ".join(f"{key.removesuffix('_examples')} {value:,}"
                        for key, value in data.items() if key.endswith("_examples"))
     console.print(f"[bold]plan[/] for vitcli {plan['command']} (nothing is written)")
-    console.print(f"  data: {escape(data['source'])}: {data['classes']} classes; {counts}",
-                  soft_wrap=True)
+    kind = " (multi-label)" if data.get("multi_label") else ""
+    console.print(f"  data: {escape(data['source'])}: {data['classes']} classes{kind}; "
+                  f"{counts}", soft_wrap=True)
     console.print(f"  model: {model['name']}, {model['parameters']:,} parameters, "
-                  f"{model['image_size']} px, {model['grid_size']}x{model['grid_size']} "
+                  f"{size_text(model['image_size'])} px, {grid_text(model)} "
                   f"patches of {model['patch_size']} px", soft_wrap=True)
     for line in [*plan["loaded"], *plan["plan"]]:
         console.print(f"  {escape(line)}", soft_wrap=True)

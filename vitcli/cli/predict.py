@@ -1,4 +1,5 @@
-"""`vitcli predict`: top-k labels for images, as a table, JSON or CSV."""
+"""`vitcli predict`: top-k labels for images, as a table, JSON or CSV; a multi-label model
+shows sigmoid scores and the labels scoring at least --threshold."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from vitcli._environment import import_tensorflow_quietly
 from vitcli.cli import options as opt
 from vitcli.cli.console import console, error_console, print_json, reports_errors
 from vitcli.cli.options import read_labels_file, with_default
-from vitcli.config import DataConfig, check_value
+from vitcli.config import DataConfig, ScoringConfig, check_value
 from vitcli.errors import VitcliError
 
 BATCH_SIZE = 32  # images per forward pass
@@ -42,12 +43,27 @@ def _warn_skipped(skipped: list[tuple[str, str]]) -> None:
                         f"{escape(listed)}{more}[/]", soft_wrap=True)
 
 
-def _print_csv(rows: list[dict]) -> None:
+def _print_csv(rows: list[dict], multi_label: bool) -> None:
     writer = csv.writer(sys.stdout)
-    writer.writerow(["file", "rank", "label", "probability"])
+    writer.writerow(["file", "rank", "label", *(("score", "above_threshold") if multi_label
+                                                 else ("probability",))])
     for row in rows:
         for rank, (label, probability) in enumerate(row["predictions"], start=1):
-            writer.writerow([row["file"], rank, label, f"{probability:.6f}"])
+            above = [str(label in row["labels"]).lower()] if multi_label else []
+            writer.writerow([row["file"], rank, label, f"{probability:.6f}", *above])
+
+
+def _print_table(title: str, rows: list[dict], multi_label: bool, threshold: float) -> None:
+    table = Table(title=title)
+    table.add_column("file")
+    if multi_label:
+        table.add_column(f"labels (score >= {threshold:g})")
+    table.add_column("top labels (score)" if multi_label else "top labels (probability)")
+    for row in rows:
+        chosen = [escape(", ".join(row["labels"]) or "-")] if multi_label else []
+        table.add_row(escape(row["file"]), *chosen, escape(", ".join(
+            f"{label} ({p:.1%})" for label, p in row["predictions"])))
+    console.print(table)
 
 
 @reports_errors(tensorflow=False)
@@ -60,6 +76,8 @@ def predict_command(
     labels_file: Annotated[Path | None, typer.Option("--labels", help=with_default(
         "Class names, one per line.", "a run directory's labels.txt, else class numbers"))] = None,
     eval_crop: opt.EvalCrop = None,
+    scores: opt.Scores = None,
+    threshold: opt.Threshold = None,
     as_json: opt.Json = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
 ) -> None:
@@ -73,29 +91,27 @@ def predict_command(
     if batch is not None and batch < 1:
         raise VitcliError(f"--batch must be at least 1, not {batch}")
     eval_crop = check_value(DataConfig, "eval_crop", eval_crop)
+    scores = check_value(ScoringConfig, "scores", scores)
+    threshold = check_value(ScoringConfig, "threshold", threshold)
     missing = next((path for path in images if not path.exists()), None)
     if missing is not None:
         raise VitcliError(f"'{missing}' does not exist")
     given = read_labels_file(labels_file) if labels_file is not None else None
     import_tensorflow_quietly()
     from vitcli.evaluate.predict import predict_files
-    from vitcli.weights.trained import load_trained
+    from vitcli.weights.trained import load_trained, model_scores
 
     network, run_labels = load_trained(model)
     labels = _labels(network, given, run_labels, labels_file)
+    scores = model_scores(model, scores)
     rows, skipped = predict_files(network, images, labels, top_k=top_k,
-                                  batch_size=batch or BATCH_SIZE, eval_crop=eval_crop)
+                                  batch_size=batch or BATCH_SIZE, eval_crop=eval_crop,
+                                  scores=scores, threshold=threshold)
     if skipped:
         _warn_skipped(skipped)
     if as_json:
         print_json(rows)
     elif as_csv:
-        _print_csv(rows)
+        _print_csv(rows, scores == "sigmoid")
     else:
-        table = Table(title=f"predictions of {model}")
-        table.add_column("file")
-        table.add_column("top labels (probability)")
-        for row in rows:
-            table.add_row(escape(row["file"]), escape(", ".join(
-                f"{label} ({p:.1%})" for label, p in row["predictions"])))
-        console.print(table)
+        _print_table(f"predictions of {model}", rows, scores == "sigmoid", threshold)

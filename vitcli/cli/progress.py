@@ -13,6 +13,7 @@ from rich.progress import (
 )
 
 from vitcli.cli.console import error_console
+from vitcli.config import size_text
 
 
 @contextlib.contextmanager
@@ -59,7 +60,7 @@ class TrainingProgress:
             self.console.print(f"  {escape(line)}", soft_wrap=True)
         self.console.print(
             f"  {info['train_examples']:,} training images, {info['data']['classes']} classes, "
-            f"{info['image_size']} px; {info['strategy']}, {info['precision']}; "
+            f"{size_text(info['image_size'])} px; {info['strategy']}, {info['precision']}; "
             f"run directory {escape(info['run_dir'])}", soft_wrap=True)
         for line in info["plan"]:
             style = "yellow" if line.startswith("warning") else "default"
@@ -74,7 +75,7 @@ class TrainingProgress:
         status = (f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
                   f"{record['images_per_sec']:.1f} img/s")
         if self.last_eval:
-            status += f"  val top-1 {self.last_eval['val_top1']:.2%}"
+            status += f"  val {_headline_metric(self.last_eval)}"
         self.bar.update(self.task, completed=record["step"], status=status)
 
     def on_eval(self, record: dict) -> None:
@@ -93,10 +94,19 @@ class TrainingProgress:
         table.add_row("steps", str(summary["step"]))
         if self.last_log:
             table.add_row("final train loss", f"{self.last_log['loss']:.4f}")
-        if summary.get("best_val_top1") is not None:
-            table.add_row("best val top-1", f"{summary['best_val_top1']:.2%}")
+        name = "mAP" if "val_map" in self.last_eval else "top-1"
+        if summary.get("best_val_top1") is not None:  # the best mAP for multi-label data
+            table.add_row(f"best val {name}", f"{summary['best_val_top1']:.2%}")
         if self.last_eval:
-            table.add_row("final val top-1", f"{self.last_eval['val_top1']:.2%}")
+            table.add_row(f"final val {name}", _headline_metric(self.last_eval).split(" ")[-1])
         table.add_row("model", summary["model"])
         self.bar.stop()
         self.console.print(table)
+
+
+def _headline_metric(record: dict) -> str:
+    """'top-1 91.20%', or 'mAP 80.10%' for multi-label data ('mAP -' while undefined)."""
+    if "val_top1" in record:
+        return f"top-1 {record['val_top1']:.2%}"
+    value = record.get("val_map")
+    return f"mAP {'-' if value is None else f'{value:.2%}'}"

@@ -23,6 +23,7 @@ from vitcli.cli.progress import TrainingProgress
 from vitcli.config import (
     OPTIMIZERS,
     DataConfig,
+    ModelConfig,
     RunConfig,
     TrainConfig,
     resolve_run_config,
@@ -136,6 +137,23 @@ def make_train_command(command: str):
         dropout: Annotated[float | None, typer.Option(
             "--dropout", help=with_default("Dropout rate.", "0" if finetune else "the variant's"),
             rich_help_panel=opt.MODEL)] = None,
+        drop_path: Annotated[float | None, typer.Option(
+            "--drop-path", metavar="RATE", help=with_default(
+                "Stochastic depth: each example skips a block's residual branches with a "
+                "probability growing linearly over the blocks from 0 to RATE.",
+                RunConfig.drop_path), rich_help_panel=opt.MODEL)] = None,
+        classifier: Annotated[str | None, typer.Option(
+            "--classifier", metavar="token|gap", help=with_default(
+                "A new model's pooling: token (class token) or gap (global average pooling); "
+                "a checkpoint keeps its own.",
+                "the checkpoint's" if finetune else ModelConfig.classifier),
+            rich_help_panel=opt.MODEL)] = None,
+        posemb: Annotated[str | None, typer.Option(
+            "--posemb", metavar="learned|sincos2d|none", help=with_default(
+                "A new model's position embeddings: learned (1-D table, the paper's), "
+                "sincos2d (fixed 2-D sine-cosine, not trained) or none; a checkpoint keeps "
+                "its own.", "the checkpoint's" if finetune else ModelConfig.posemb),
+            rich_help_panel=opt.MODEL)] = None,
         objective: Annotated[str | None, typer.Option(
             "--objective", help=with_default(
                 "classification, or mpp: self-supervised masked patch prediction (pretrain "
@@ -173,6 +191,22 @@ def make_train_command(command: str):
         label_smoothing: Annotated[float | None, typer.Option(
             "--label-smoothing", help=with_default("Label smoothing.", recipe.label_smoothing),
             rich_help_panel=T)] = None,
+        layer_decay: Annotated[float | None, typer.Option(
+            "--layer-decay", metavar="F", help=with_default(
+                "Layer-wise rate decay F in (0, 1]: encoder block i of L at lr x F^(L-i), the "
+                "embeddings at lr x F^(L+1), the head at lr.", f"{recipe.layer_decay:g} (off)"),
+            rich_help_panel=T)] = None,
+        freeze: Annotated[str | None, typer.Option(
+            "--freeze", metavar="none|embeddings|blocks:N|backbone", help=with_default(
+                "Keep fixed: the embeddings (patch, position, class token, hybrid stem), "
+                "those and the first N encoder blocks, or everything but the head (a linear "
+                "probe).", recipe.freeze), rich_help_panel=T)] = None,
+        loss: Annotated[str | None, typer.Option(
+            "--loss", help=with_default(
+                "softmax (one label per image) or sigmoid (multi-label; the paper's "
+                "pre-training loss); softmax is refused on multi-label data.",
+                "softmax, sigmoid for multi-label data (a .csv manifest, tfds label "
+                "sequences)"), rich_help_panel=T)] = None,
         ema: Annotated[float | None, typer.Option(
             "--ema", help=with_default("Polyak averaging factor, e.g. 0.9999.",
                                        recipe.ema_decay or "off"), rich_help_panel=T)] = None,
@@ -224,6 +258,14 @@ def make_train_command(command: str):
         mixup: Annotated[float | None, typer.Option(
             "--mixup", help=with_default("Mixup alpha (0 = off).", DataConfig.mixup),
             rich_help_panel=opt.DATA)] = None,
+        cutmix: Annotated[float | None, typer.Option(
+            "--cutmix", metavar="ALPHA", help=with_default(
+                "CutMix alpha (0 = off); with --mixup each example gets one of the two.",
+                DataConfig.cutmix), rich_help_panel=opt.DATA)] = None,
+        random_erasing: Annotated[float | None, typer.Option(
+            "--random-erasing", metavar="P", help=with_default(
+                "Probability of erasing a random box of each image (Keras' layer).",
+                DataConfig.random_erasing), rich_help_panel=opt.DATA)] = None,
     ) -> None:
         # Each option is named after its setting's flag (config.flag_of), so the settings
         # are read off the parameters; only these two need a different value.

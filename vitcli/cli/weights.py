@@ -11,7 +11,7 @@ from rich.table import Table
 from vitcli.cli.console import console, print_json, reports_errors
 from vitcli.cli.options import with_default
 from vitcli.cli.progress import download_progress
-from vitcli.config import MAX_IMAGE_SIZE, RunConfig, check_value
+from vitcli.config import MAX_IMAGE_SIZE, RunConfig, check_value, size_text
 from vitcli.errors import VitcliError
 
 app = typer.Typer(help="Inspect, convert and download ViT checkpoints (.npz).",
@@ -24,17 +24,20 @@ def checkpoint_summary(path: Path) -> dict:
     from vitcli.weights.assign import check_keys
     from vitcli.weights.describe import describe_arrays
     from vitcli.weights.layout import normalise_layout
-    from vitcli.weights.npz import key_map, read_npz
+    from vitcli.weights.npz import key_map, read_npz, without_records
 
     raw = read_npz(path)
     arrays = normalise_layout(raw)
     config = describe_arrays(arrays, name=path.stem)
-    check_keys(arrays, key_map(config))
-    summary = config.to_dict()
-    summary.update(variant=match_variant(config), grid=config.grid_size,
-                   params=parameter_count(config), arrays=len(raw),
+    check_keys(without_records(arrays), key_map(config))
+    summary = config.to_dict()  # classifier and posemb included
+    weights = without_records(raw)
+    rows, columns = config.grid_shape  # a non-square grid (its GRID_RECORD) as "RxC"
+    summary.update(variant=match_variant(config),
+                   grid=rows if rows == columns else f"{rows}x{columns}",
+                   params=parameter_count(config), arrays=len(weights),
                    dtypes=sorted({"bfloat16" if a.dtype.kind == "V" else str(a.dtype)
-                                  for a in raw.values()}))
+                                  for a in weights.values()}))
     return summary
 
 
@@ -63,8 +66,9 @@ def info(
 def convert(
     file: Annotated[Path, typer.Argument(help="An .npz or .keras checkpoint.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .keras or .npz file.")],
-    res: Annotated[int | None, typer.Option("--res", help=with_default(
-        f"New image size, at most {MAX_IMAGE_SIZE} (resizes the position embeddings).",
+    res: Annotated[str | None, typer.Option("--res", help=with_default(
+        f"New image size, at most {MAX_IMAGE_SIZE}, or HEIGHTxWIDTH (resizes the position "
+        "embeddings).",
         "the checkpoint's"))] = None,
     num_classes: Annotated[int | None, typer.Option("--num-classes", min=1, help=with_default(
         "New zero-initialised head; drops pre-logits.", "the checkpoint's head"))] = None,
@@ -88,7 +92,7 @@ def convert(
         save_npz(model, out)
     else:
         write_atomically(out, model.save)
-    console.print(f"wrote {out} ({report.config.image_size} px, "
+    console.print(f"wrote {out} ({size_text(report.config.image_size)} px, "
                   f"{report.config.num_classes} classes)")
 
 

@@ -52,7 +52,7 @@ def open_folder(source: str, config: DataConfig, progress: Progress | None = Non
     if plain and with_all:
         by_split["all"] = by_split["train"]
     if "val" not in by_split and "train" in by_split:
-        by_split["train"], held_out = _hold_out(by_split["train"], _holdout_fraction(config))
+        by_split["train"], held_out = hold_out(by_split["train"], holdout_fraction(config))
         if any(held_out):
             by_split["val"] = held_out
     splits = {name: _folder_split(name, index.root, by_split[name])
@@ -114,9 +114,16 @@ def _class_names(root: Path, folders: dict[str, str]) -> list[str]:
     return names[reference]
 
 
+def fits_one_line(name: str) -> bool:
+    """Whether a class name can be one line of labels.txt (no line break or other control
+    character)."""
+    return not any(unicodedata.category(character) in _LINE_BREAKING_CATEGORIES
+                   for character in name)
+
+
 def _check_class_name(folder: Path, name: str) -> None:
     """Refuses a class folder whose name cannot be one line of labels.txt."""
-    if any(unicodedata.category(character) in _LINE_BREAKING_CATEGORIES for character in name):
+    if not fits_one_line(name):
         # repr() escapes the offending characters, so the message stays one line.
         raise VitcliError(f"class folder {name!r} in {folder} has a line break or control "
                           "character in its name, which labels.txt cannot hold",
@@ -158,7 +165,7 @@ def _class_files(root: Path, folder: str, class_names: list[str],
     return per_class
 
 
-def _holdout_fraction(config: DataConfig) -> float:
+def holdout_fraction(config: DataConfig) -> float:
     """config.val_split as the fraction of train to hold out when there is no val/ folder."""
     fraction = parse_fraction(config.val_split.strip() or "0")
     if fraction is None or not 0.0 <= fraction < 1.0:
@@ -168,7 +175,7 @@ def _holdout_fraction(config: DataConfig) -> float:
     return fraction
 
 
-def _hold_out(per_class: list[list[str]], fraction: float) -> tuple[list, list]:
+def hold_out(per_class: list[list[str]], fraction: float) -> tuple[list, list]:
     """Stratified split: round(n * fraction) files of each class of n >= 2 files (at least one,
     and never all) go to validation; the rest stay in train."""
     train, held_out = [], []

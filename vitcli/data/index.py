@@ -73,21 +73,23 @@ class FolderIndex:
     cache_file: Path
 
 
-def cache_file(root: Path) -> Path:
-    """Where the index of `root` (an absolute path) is cached."""
-    key = hashlib.sha256(str(root).encode()).hexdigest()[:24]
+def cache_file(root: Path, listed: bool = False) -> Path:
+    """Where the index of `root` (an absolute path) is cached; `listed`: the index of the files
+    a list names (a manifest's), kept apart from the whole folder's."""
+    key = hashlib.sha256(str(root).encode() + (b"\0listed" if listed else b"")).hexdigest()[:24]
     return home_dir() / "index" / f"{key}.json"
 
 
 def index_folder(root: str | os.PathLike, progress: Progress | None = None, *,
-                 top_level: bool = False) -> FolderIndex:
+                 top_level: bool = False, files: list[str] | None = None) -> FolderIndex:
     """The index of `root`, from the cache when the folder is unchanged, else (re)checked;
     `progress(done, total)` is called while new or changed files are decoded. `top_level`
-    includes the files directly in `root`."""
+    includes the files directly in `root`. `files` (relative "/"-separated paths, e.g. a
+    manifest's) indexes those regular files instead of walking the folder."""
     root = Path(root).resolve()
-    stats = scan(root, top_level=top_level)
+    stats = scan(root, top_level=top_level) if files is None else listed_stats(root, files)
     signature = folder_signature(stats)
-    path = cache_file(root)
+    path = cache_file(root, listed=files is not None)
     limit = headers.max_image_pixels()
     cached = _load_cache(path, root, limit)
     known = {name: record for name, record in cached.get("files", {}).items()
@@ -133,6 +135,18 @@ def scan(root: Path, top_level: bool = False) -> dict[str, tuple[int, int]]:
                 status = os.stat(os.path.join(folder, name))
                 if stat.S_ISREG(status.st_mode):  # never a FIFO, whose read would block
                     stats[(relative / name).as_posix()] = (status.st_size, status.st_mtime_ns)
+    return stats
+
+
+def listed_stats(root: Path, files: list[str]) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of each of `files` under `root` that is a regular file (never a FIFO,
+    whose read would block); the others are left out."""
+    stats: dict[str, tuple[int, int]] = {}
+    for name in files:
+        with contextlib.suppress(OSError):
+            status = os.stat(root / name)
+            if stat.S_ISREG(status.st_mode):
+                stats[name] = (status.st_size, status.st_mtime_ns)
     return stats
 
 

@@ -19,18 +19,21 @@ what an example becomes depends only on (seed, g), never on when or where it is 
 - Caching. `config.cache` reads every encoded image into memory once (the stream then gathers
   from memory, which also gives a sequential source the full per-epoch shuffle); the eval
   stream caches with tf.data.
-- Not exact: RandAugment and MixUp are Keras layers that draw from Keras seed generators,
-  whose state advances call by call (in whatever order parallel calls run), so runs using them
-  are neither bit-reproducible nor resume-exact. A file that became undecodable after it was
-  indexed is dropped (`ignore_errors`), which shifts the batches after it by one example.
+- Augmentation. RandAugment, random erasing, MixUp and CutMix (vitcli.data.augment) draw
+  from (seed, g) too; MixUp and CutMix mix each example with its pair in the pipeline's stream
+  (its 2m-th and (2m+1)-th examples), so they do not depend on batching, and a stream starting
+  at the second of a pair starts one example earlier and drops that one once it is mixed.
+- Not exact: a file that became undecodable after it was indexed is dropped
+  (`ignore_errors`), which shifts the batches (and the MixUp/CutMix pairs) after it by one
+  example.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from vitcli.config import DataConfig
-from vitcli.data import ops
+from vitcli.config import DataConfig, image_shape
+from vitcli.data import augment, ops
 from vitcli.data.sources import Split
 from vitcli.errors import VitcliError
 
@@ -39,39 +42,39 @@ SHUFFLE_SALT = 1  # separates the shuffle seeds from the augmentation seeds (sal
 MAX_POSITION = 2**62
 
 
-def train_dataset(split: Split, config: DataConfig, *, image_size: int, batch_size: int,
+def train_dataset(split: Split, config: DataConfig, *, image_size, batch_size: int,
                   num_classes: int, seed: int, start_example: int = 0,
                   input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
-    """Endless shuffled, augmented batches: (float32 (B, S, S, 3) in [0, 255], one-hot (B, C))."""
+    """Endless shuffled, augmented batches: (float32 (B, S, S, 3) in [0, 255], float32 targets
+    (B, C): one-hot, or multi-hot for multi-label data)."""
     if split.num_examples <= 0:
         raise VitcliError(f"the {split.name} split has no examples to train on")
     shard, num_shards = _shard(input_context)
-    stream = example_stream(split, config, seed=seed, start_example=start_example,
+    first, paired_skip = (augment.pair_start(start_example, shard, num_shards)
+                          if augment.mixes(config) else (start_example, 0))
+    stream = example_stream(split, config, seed=seed, start_example=first,
                             shard=shard, num_shards=num_shards)
     transform = ops.train_transform(config.train_crop, image_size)
+    augmentation = augment.example_augmentation(config, seed)
 
     def prepare(position, encoded, label):
         image = transform(ops.decode_image(encoded), ops.example_seed(seed, position))
         # The crop's slice loses the static shape that batching and Keras layers need.
-        image = tf.ensure_shape(image, [image_size, image_size, 3])
-        return image, tf.one_hot(label, num_classes, dtype=tf.float32)
+        image = tf.ensure_shape(image, [*image_shape(image_size), 3])
+        return position, augmentation(image, position), ops.label_target(label, num_classes)
 
     dataset = stream.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
     dataset = dataset.ignore_errors()  # files are checked when indexed; this is a safety net
-    if config.randaugment:
-        dataset = dataset.map(_rand_augment(seed), num_parallel_calls=AUTOTUNE,
-                              deterministic=True)
+    dataset = augment.mixed(dataset, config, seed, skip=paired_skip)  # -> (image, target)
     dataset = dataset.batch(batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE,
                             deterministic=True)
-    if config.mixup > 0:
-        dataset = dataset.map(_mix_up(config.mixup, seed))
     return dataset.prefetch(AUTOTUNE)
 
 
-def eval_dataset(split: Split, config: DataConfig, *, image_size: int,
+def eval_dataset(split: Split, config: DataConfig, *, image_size,
                  batch_size: int) -> tf.data.Dataset:
-    """Every example once, in order: (float32 (B, S, S, 3) in [0, 255], int32 labels (B,));
-    the last batch may be smaller."""
+    """Every example once, in order: (float32 (B, S, S, 3) in [0, 255], int32 labels (B,), or
+    multi-hot (B, C) for multi-label data); the last batch may be smaller."""
     transform = ops.eval_transform(config.eval_crop, image_size)
     examples = split.examples()
     if config.cache:
@@ -79,7 +82,7 @@ def eval_dataset(split: Split, config: DataConfig, *, image_size: int,
 
     def prepare(encoded, label):
         image = transform(ops.decode_image(encoded))
-        return tf.ensure_shape(image, [image_size, image_size, 3]), label
+        return tf.ensure_shape(image, [*image_shape(image_size), 3]), label
 
     dataset = examples.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
     # A file that breaks after it was indexed is dropped rather than ending the evaluation.
@@ -159,31 +162,3 @@ def _sequential_stream(split: Split, block_size: int, seed: int, start: int) -> 
     stream = blocks.enumerate(first_block).map(permute, num_parallel_calls=AUTOTUNE,
                                                deterministic=True)
     return stream.unbatch().skip(within_block)
-
-
-def _rand_augment(seed: int):
-    """Keras' RandAugment on one image (its own ops and magnitudes per image), kept float32."""
-    import keras
-
-    layer = keras.layers.RandAugment(value_range=(0, 255), seed=seed, dtype="float32")
-
-    def augment(image, label):
-        return tf.clip_by_value(tf.cast(layer(image, training=True), tf.float32), 0.0,
-                                255.0), label
-
-    return augment
-
-
-def _mix_up(alpha: float, seed: int):
-    """Keras' MixUp on a batch: images and one-hot labels mixed with Beta(alpha, alpha) weights."""
-    import keras
-
-    layer = keras.layers.MixUp(alpha=alpha, seed=seed, dtype="float32")
-
-    def mix(images, labels):
-        mixed = layer({"images": images, "labels": labels}, training=True)
-        # A convex mix of pixels in [0, 255] can round a hair outside it.
-        images = tf.clip_by_value(tf.cast(mixed["images"], tf.float32), 0.0, 255.0)
-        return images, tf.cast(mixed["labels"], tf.float32)
-
-    return mix

@@ -2,9 +2,14 @@
 (encoded image bytes, label) examples in a fixed order) and the one place a `--data` value is
 told apart (`parse_source`) and opened (`open_source`).
 
-Each kind of source has its own module: an image folder (`vitcli.data.folder_source`) or
-`tfds:NAME`, a tensorflow-datasets dataset (`vitcli.data.tfds_source`), whose images stay
-encoded (`SkipDecoding`), so both kinds feed the same decoding pipeline.
+Each kind of source has its own module: an image folder (`vitcli.data.folder_source`), a CSV
+manifest of multi-label images (`PATH.csv`, `vitcli.data.manifest_source`) or `tfds:NAME`, a
+tensorflow-datasets dataset (`vitcli.data.tfds_source`), whose images stay encoded
+(`SkipDecoding`), so every kind feeds the same decoding pipeline.
+
+A label is a class index (int32 scalar), or for multi-label data (`DataSource.multi_label`: a
+manifest, or tfds labels that are a Sequence(ClassLabel)) a multi-hot int32 vector over the
+classes; the pipelines turn either into the float32 target vector the loss takes.
 
 What the data is opened for (`purpose`) decides two things: training a classifier needs at
 least two classes, and evaluation also gets the split `all` of a plain class folder (every
@@ -23,7 +28,8 @@ from vitcli.data.index import Progress
 from vitcli.errors import VitcliError
 
 TFDS_PREFIX = "tfds:"
-FOLDER, TFDS = "folder", "tfds"  # the kinds of source
+MANIFEST_SUFFIX = ".csv"
+FOLDER, TFDS, MANIFEST = "folder", "tfds", "manifest"  # the kinds of source
 # "any": the splits there are (pre-training, figures); "classify": also at least two classes
 # (training a classifier); "evaluate": also `all`, every image of a plain class folder.
 PURPOSES = ("any", "classify", "evaluate")
@@ -36,6 +42,7 @@ class Split:
     name: str
     num_examples: int
     files: list[str] = field(default_factory=list, repr=False)  # absolute paths, in order
+    # class indices, or multi-hot rows (a (num_examples, classes) uint8 array) when multi-label
     labels: list[int] = field(default_factory=list, repr=False)
     reader: Callable[[], tf.data.Dataset] | None = field(default=None, repr=False)
 
@@ -45,7 +52,8 @@ class Split:
         return self.reader is None
 
     def examples(self) -> tf.data.Dataset:
-        """(encoded image tf.string, label tf.int32) in a fixed order, not decoded."""
+        """(encoded image tf.string, label tf.int32: a class index or a multi-hot vector) in a
+        fixed order, not decoded."""
         if self.reader is not None:
             return self.reader()
         files = tf.constant(self.files, tf.string)
@@ -69,6 +77,7 @@ class DataSource:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     missing: dict[str, str] = field(default_factory=dict, repr=False)  # split -> why it is absent
     layout: str = ""  # how an image folder is laid out, e.g. "a plain class folder"
+    multi_label: bool = False  # labels are multi-hot vectors (any number of classes per image)
 
     @property
     def num_classes(self) -> int:
@@ -94,24 +103,28 @@ class SourceSpec:
 
 
 def parse_source(spec: str) -> SourceSpec:
-    """`spec` as a source: `tfds:NAME` is a tensorflow-datasets dataset, anything else an image
-    folder; an empty one is an error."""
+    """`spec` as a source: `tfds:NAME` is a tensorflow-datasets dataset, a path ending in
+    `.csv` a manifest, anything else an image folder; an empty one is an error."""
     spec = spec.strip()
     if not spec:
         raise VitcliError("no data given", hint="give an image folder or tfds:NAME")
     if spec.startswith(TFDS_PREFIX):
         return SourceSpec(TFDS, spec[len(TFDS_PREFIX):].strip())
+    if spec.lower().endswith(MANIFEST_SUFFIX):
+        return SourceSpec(MANIFEST, spec)
     return SourceSpec(FOLDER, spec)
 
 
 def open_source(config: DataConfig, *, progress: Progress | None = None,
                 purpose: str = "any") -> DataSource:
-    """Opens `config.source`: an image folder, or `tfds:NAME` for tensorflow-datasets.
+    """Opens `config.source`: an image folder, a `.csv` manifest, or `tfds:NAME` for
+    tensorflow-datasets.
 
-    `progress(done, total)` is called while an image folder's new or changed files are checked
-    (a first index of a large folder takes a while; later opens reuse the cached index).
-    `purpose` is one of `PURPOSES`: "classify" refuses data with fewer than two classes,
-    "evaluate" adds the split `all` to a plain class folder.
+    `progress(done, total)` is called while an image folder's (or a manifest's) new or changed
+    files are checked (a first index of a large folder takes a while; later opens reuse the
+    cached index). `purpose` is one of `PURPOSES`: "classify" refuses data with fewer than two
+    classes, "evaluate" adds the split `all` to a plain class folder (and to a manifest
+    without a split column).
     """
     if purpose not in PURPOSES:
         raise ValueError(f"purpose must be one of {PURPOSES}, not {purpose!r}")
@@ -120,6 +133,10 @@ def open_source(config: DataConfig, *, progress: Progress | None = None,
         from vitcli.data.tfds_source import open_tfds  # tfds is slow to import
 
         opened = open_tfds(source.name, config)
+    elif source.kind == MANIFEST:
+        from vitcli.data.manifest_source import open_manifest  # it builds on this module
+
+        opened = open_manifest(source.name, config, progress, with_all=purpose == "evaluate")
     else:
         from vitcli.data.folder_source import open_folder  # it builds on this module
 

@@ -1,7 +1,11 @@
 """tensorflow-datasets sources (`tfds:NAME`): prepared datasets opened as named splits whose
 images stay encoded (`SkipDecoding`), so they feed the same decoding pipeline as folders.
 An unprepared dataset is refused at once unless downloading is allowed: tfds' own offline
-retries would take minutes."""
+retries would take minutes.
+
+The label is the dataset's ClassLabel feature ("label" when there are several), or, when it
+has none, a Sequence(ClassLabel) feature ("labels" when there are several): multi-label data,
+each example's classes read as a multi-hot int32 vector."""
 
 from __future__ import annotations
 
@@ -20,18 +24,21 @@ def open_tfds(name: str, config: DataConfig) -> DataSource:
     import tensorflow_datasets as tfds  # slow to import; only tfds sources need it
 
     builder = _tfds_builder(tfds, name, config)
-    image_key, label_key = _feature_keys(builder, name)  # before any download
+    image_key, label_key, multi_label = _feature_keys(builder, name)  # before any download
     _ensure_prepared(builder, name, config)
+    label_feature = builder.info.features[label_key]
+    class_names = list((label_feature.feature if multi_label else label_feature).names)
     splits, missing = {}, {}
     for split, spec in _tfds_split_specs(builder, name, config).items():
         count, reason = _tfds_count(builder, spec)
         if reason:
             missing[split] = reason
             continue
-        reader = _tfds_reader(builder, spec, image_key, label_key)
+        reader = _tfds_reader(builder, spec, image_key, label_key,
+                              len(class_names) if multi_label else None)
         splits[split] = Split(split, count, reader=reader)
-    class_names = list(builder.info.features[label_key].names)
-    return DataSource(f"tfds:{name}", class_names, splits, [], missing)
+    return DataSource(f"tfds:{name}", class_names, splits, [], missing,
+                      multi_label=multi_label)
 
 
 @contextlib.contextmanager
@@ -82,24 +89,33 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _feature_keys(builder, name: str) -> tuple[str, str]:
-    """The names of the image and class-label features ("image" and "label" when present)."""
+def _feature_keys(builder, name: str) -> tuple[str, str, bool]:
+    """The names of the image and class-label features ("image" and "label" when present),
+    and whether the label is a Sequence(ClassLabel) ("labels" when present): multi-label."""
     import tensorflow_datasets as tfds
 
     features = builder.info.features
 
-    def find(kind, preferred: str) -> str | None:
-        if preferred in features and isinstance(features[preferred], kind):
+    def find(matches, preferred: str) -> str | None:
+        if preferred in features and matches(features[preferred]):
             return preferred
-        found = [key for key in features if isinstance(features[key], kind)]
+        found = [key for key in features if matches(features[key])]
         return found[0] if len(found) == 1 else None
 
-    image_key = find(tfds.features.Image, "image")
-    label_key = find(tfds.features.ClassLabel, "label")
+    def is_label_sequence(feature) -> bool:
+        return (isinstance(feature, tfds.features.Sequence)
+                and isinstance(feature.feature, tfds.features.ClassLabel))
+
+    image_key = find(lambda feature: isinstance(feature, tfds.features.Image), "image")
+    label_key = find(lambda feature: isinstance(feature, tfds.features.ClassLabel), "label")
+    multi_label = label_key is None
+    if multi_label:
+        label_key = find(is_label_sequence, "labels")
     if image_key is None or label_key is None:
         raise VitcliError(f"tfds:{name} is not an image classification dataset",
-                          hint="vitcli needs one Image and one ClassLabel feature")
-    return image_key, label_key
+                          hint="vitcli needs one Image feature and one ClassLabel (or "
+                               "Sequence(ClassLabel)) feature")
+    return image_key, label_key, multi_label
 
 
 def _tfds_split_specs(builder, name: str, config: DataConfig) -> dict[str, str]:
@@ -139,15 +155,24 @@ def _tfds_count(builder, spec: str) -> tuple[int, str | None]:
     return count, None
 
 
-def _tfds_reader(builder, spec: str, image_key: str, label_key: str):
-    """A function returning the split as (encoded image, int32 label), files read in order."""
+def _tfds_reader(builder, spec: str, image_key: str, label_key: str,
+                 num_classes: int | None = None):
+    """A function returning the split as (encoded image, int32 label), files read in order;
+    with `num_classes` (a Sequence(ClassLabel) label) the label is a multi-hot vector."""
+    def label_of(example):
+        label = tf.cast(example[label_key], tf.int32)
+        if num_classes is None:
+            return label
+        # A class listed twice counts once; an empty list is all zeros.
+        hot = tf.one_hot(label, num_classes, dtype=tf.int32)
+        return tf.minimum(tf.reduce_sum(hot, axis=0), 1)
+
     def examples() -> tf.data.Dataset:
         import tensorflow_datasets as tfds
 
         dataset = builder.as_dataset(split=spec, shuffle_files=False,
                                      decoders={image_key: tfds.decode.SkipDecoding()})
-        return dataset.map(lambda example: (example[image_key],
-                                            tf.cast(example[label_key], tf.int32)),
+        return dataset.map(lambda example: (example[image_key], label_of(example)),
                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     return examples

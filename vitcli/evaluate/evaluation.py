@@ -5,6 +5,11 @@ evaluated on all its images (split `all`), anything else on `val`. Every report 
 saying which split and how many images (`split`, `examples`, `headline`). A folder holding
 only some of a run's classes (one, say) is evaluated on those, matched to the run's
 labels.txt by name.
+
+Multi-label data (a manifest, tfds label sequences) is scored by `vitcli.evaluate.multilabel`:
+mAP, per-class AP, and micro/macro F1 at a threshold on the model's scores (sigmoid, or
+softmax for a model whose run trained it with softmax); it has no confusion matrix and no
+few-shot probes.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from vitcli.evaluate.confusion import write_confusion_matrix
 from vitcli.evaluate.fewshot import HELD_OUT_PER_CLASS, few_shot_accuracy
 from vitcli.evaluate.inference import collect_logits
 from vitcli.evaluate.metrics import classification_metrics
+from vitcli.evaluate.multilabel import multilabel_metrics
 
 
 def default_split(source: DataSource) -> str:
@@ -42,9 +48,19 @@ def on_model_classes(source: DataSource, labels: list[str] | None) -> DataSource
     if not all(split.random_access for split in source.splits.values()):
         return source  # a sequential (tfds) split cannot be relabelled; its classes are fixed
     index = [labels.index(name) for name in names]
-    splits = {name: dataclasses.replace(split, labels=[index[label] for label in split.labels])
+    splits = {name: dataclasses.replace(split, labels=_relabelled(split.labels, index,
+                                                                  len(labels)))
               for name, split in source.splits.items()}
     return dataclasses.replace(source, class_names=list(labels), splits=splits)
+
+
+def _relabelled(labels, index: list[int], num_classes: int):
+    """Class indices mapped by `index`, or multi-hot rows widened to `num_classes` columns."""
+    if not isinstance(labels, np.ndarray) or labels.ndim == 1:
+        return [index[label] for label in labels]
+    widened = np.zeros((len(labels), num_classes), labels.dtype)
+    widened[:, index] = labels
+    return widened
 
 
 def headline(source: DataSource, where: str, split: str) -> str:
@@ -58,15 +74,20 @@ def headline(source: DataSource, where: str, split: str) -> str:
 
 
 def evaluate_split(model, source: DataSource, data: DataConfig, split: str, *, batch_size: int,
-                   out_dir: Path | None, progress=None) -> dict:
-    """top-1/top-5/loss/per-class/confusion on one split; confusion CSV+PNG into out_dir."""
+                   out_dir: Path | None, progress=None, threshold: float = 0.5,
+                   scores: str = "sigmoid") -> dict:
+    """top-1/top-5/loss/per-class/confusion on one split; confusion CSV+PNG into out_dir.
+    Multi-label data: mAP, per-class AP and F1 at `threshold` on the `scores` of the logits."""
     if model.output_shape[-1] != len(source.class_names):
         raise VitcliError(f"the model has {model.output_shape[-1]} classes, the data "
                           f"{len(source.class_names)}",
                           hint="evaluate on the data it was trained on, or use --few-shot")
-    dataset = eval_dataset(source.split(split), data, image_size=model.input_shape[1],
+    dataset = eval_dataset(source.split(split), data, image_size=tuple(model.input_shape[1:3]),
                            batch_size=batch_size)
     logits, labels = collect_logits(model, dataset, progress)
+    if source.multi_label:
+        return {**multilabel_metrics(logits, labels, source.class_names, threshold=threshold,
+                                     scores=scores), "split": split}
     metrics = classification_metrics(logits, labels, source.class_names)
     metrics["split"] = split
     if out_dir is not None:
@@ -80,7 +101,7 @@ def evaluate_split(model, source: DataSource, data: DataConfig, split: str, *, b
 def _features(extractor, source: DataSource, data: DataConfig, split: str, batch_size: int,
               per_class_limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Features of a split, stopping once every class has `per_class_limit` examples."""
-    dataset = eval_dataset(source.split(split), data, image_size=extractor.input_shape[1],
+    dataset = eval_dataset(source.split(split), data, image_size=tuple(extractor.input_shape[1:3]),
                            batch_size=batch_size)
     features, labels = [], []
     counts = np.zeros(len(source.class_names), int)
@@ -111,11 +132,12 @@ def few_shot_split(split: str) -> str:
 
 def evaluate_report(model_spec, data_flags: dict, *, split: str | None, batch_size: int,
                     shots: tuple[int, ...], out_dir: Path | None,
-                    precision: str = "auto") -> dict:
-    """Loads the model and data named on the command line and evaluates it."""
+                    precision: str = "auto", threshold: float = 0.5) -> dict:
+    """Loads the model and data named on the command line and evaluates it (`threshold`:
+    multi-label data's decision threshold)."""
     from vitcli.data.sources import open_source
     from vitcli.evaluate.features import feature_model
-    from vitcli.weights.trained import load_trained
+    from vitcli.weights.trained import load_trained, run_loss
 
     if not data_flags.get("source"):
         raise VitcliError("give --data: the images to evaluate on")
@@ -128,15 +150,20 @@ def evaluate_report(model_spec, data_flags: dict, *, split: str | None, batch_si
     policy = dtype_policy(resolve_precision(precision, device))
     model, labels = load_trained(model_spec, dtype=None if policy == "float32" else policy)
     source = on_model_classes(open_source(data, purpose="evaluate"), labels)
+    if shots and source.multi_label:
+        raise VitcliError("--few-shot probes need single-label data",
+                          hint=f"{source.description} is multi-label; leave out --few-shot")
     split = split or default_split(source)
     if out_dir is None:
         base = Path(model_spec) if Path(model_spec).is_dir() else Path(model_spec).parent
         out_dir = base / f"eval-{split}"
     report = {"split": split, "examples": source.split(split).num_examples,
               "headline": headline(source, data.source, split), "model": str(model_spec),
-              "data": source.description, "layout": source.layout}
+              "data": source.description, "layout": source.layout,
+              "multi_label": source.multi_label}
     report.update(evaluate_split(model, source, data, split, batch_size=batch_size,
-                                 out_dir=out_dir))
+                                 out_dir=out_dir, threshold=threshold,
+                                 scores=run_loss(model_spec) or "sigmoid"))
     if shots:
         report["few_shot_split"] = few_shot_split(split)
         report["few_shot"] = evaluate_few_shot(feature_model(model), source, data, split,

@@ -58,25 +58,30 @@ def image_files(paths: list[Path]) -> list[Path]:
 
 
 def predict_files(model, paths: list[Path], labels: list[str], *, top_k: int = 5,
-                  batch_size: int = 32, eval_crop: str = "resize"
-                  ) -> tuple[list[dict], Skipped]:
+                  batch_size: int = 32, eval_crop: str = "resize", scores: str = "softmax",
+                  threshold: float = 0.5) -> tuple[list[dict], Skipped]:
     """([{file, predictions: [(label, probability), ...]}], [(file, reason) skipped]) for the
-    image files and folders in `paths`; `top_k` is clamped to the number of classes."""
+    image files and folders in `paths`; `top_k` is clamped to the number of classes. With
+    `scores="sigmoid"` (a multi-label model) the scores are per-class sigmoids and each row
+    also has `labels`: the classes scoring at least `threshold`, highest first."""
     if top_k < 1:
         raise VitcliError(f"top-k must be at least 1, not {top_k}")
     files, skipped = find_images(paths)
-    transform = ops.eval_transform(eval_crop, model.input_shape[1])
+    transform = ops.eval_transform(eval_crop, tuple(model.input_shape[1:3]))
     dataset = (tf.data.Dataset.from_tensor_slices([str(file) for file in files])
                .map(lambda path: transform(ops.decode_image(tf.io.read_file(path))),
                     num_parallel_calls=tf.data.AUTOTUNE)
                .batch(batch_size).prefetch(tf.data.AUTOTUNE))
     forward = forward_function(model)
-    probabilities = np.concatenate([tf.nn.softmax(tf.cast(forward(images), tf.float32)).numpy()
+    activation = tf.nn.sigmoid if scores == "sigmoid" else tf.nn.softmax
+    probabilities = np.concatenate([activation(tf.cast(forward(images), tf.float32)).numpy()
                                     for images in dataset])
     k = min(top_k, probabilities.shape[-1])
     rows = []
     for file, row in zip(files, probabilities, strict=True):
-        order = np.argsort(-row, kind="stable")[:k]
+        order = np.argsort(-row, kind="stable")
         rows.append({"file": str(file),
-                     "predictions": [(labels[index], float(row[index])) for index in order]})
+                     "predictions": [(labels[index], float(row[index])) for index in order[:k]]})
+        if scores == "sigmoid":
+            rows[-1]["labels"] = [labels[index] for index in order if row[index] >= threshold]
     return rows, skipped

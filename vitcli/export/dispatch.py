@@ -10,7 +10,7 @@ from pathlib import Path
 
 import keras
 
-from vitcli.config import EVAL_CROPS  # declared once, with the setting
+from vitcli.config import EVAL_CROPS, LOSSES  # declared once, with the settings
 from vitcli.errors import VitcliError
 from vitcli.export import ExportResult
 from vitcli.export.compare import measure
@@ -24,7 +24,7 @@ DEFAULT_FILE_NAME = "model"
 
 
 def _check_arguments(model: keras.Model, fmt: str, labels: list[str], eval_crop: str,
-                     top_k: int) -> None:
+                     top_k: int, scores: str, threshold: float) -> None:
     get_format(fmt)
     num_classes = model.output_shape[-1]
     if len(labels) != num_classes:
@@ -37,6 +37,10 @@ def _check_arguments(model: keras.Model, fmt: str, labels: list[str], eval_crop:
         raise VitcliError(f"eval crop must be one of {EVAL_CROPS}, not '{eval_crop}'")
     if top_k < 1:
         raise VitcliError(f"top-k must be at least 1, not {top_k}")
+    if scores not in LOSSES:
+        raise VitcliError(f"scores must be one of {', '.join(LOSSES)}, not '{scores}'")
+    if not 0.0 <= threshold <= 1.0:
+        raise VitcliError(f"the threshold must lie in [0, 1], not {threshold:g}")
 
 
 def destination_of(fmt: str, out: Path) -> Path:
@@ -62,11 +66,12 @@ def destination_of(fmt: str, out: Path) -> Path:
     return out
 
 
-def _write(model, fmt: str, path: Path, labels, eval_crop: str, top_k: int) -> dict:
+def _write(model, fmt: str, path: Path, labels, eval_crop: str, top_k: int, scores: str,
+           threshold: float) -> dict:
     """Runs the format's writer, turning a converter's failure into one VitcliError line."""
     export_format = get_format(fmt)
-    serving = (dict(labels=labels, eval_crop=eval_crop, top_k=top_k)
-               if export_format.serves_images else {})
+    serving = (dict(labels=labels, eval_crop=eval_crop, top_k=top_k, scores=scores,
+                    threshold=threshold) if export_format.serves_images else {})
     try:
         return export_format.write(model, path, **serving)
     except VitcliError:
@@ -76,11 +81,13 @@ def _write(model, fmt: str, path: Path, labels, eval_crop: str, top_k: int) -> d
         raise VitcliError(f"{fmt} export failed: {type(error).__name__}: {first_line}") from error
 
 
-def _verify(model, fmt: str, path: Path, destination: Path, labels, eval_crop: str, log) -> dict:
+def _verify(model, fmt: str, path: Path, destination: Path, labels, eval_crop: str, log,
+            scores: str = "softmax", threshold: float = 0.5) -> dict:
     """Measures the artefact in a fresh process and refuses it beyond the format's tolerance."""
     log(f"verifying {fmt} in a fresh process")
     probability_checks, logit_checks = measure(model, fmt, path, labels=labels,
-                                               eval_crop=eval_crop)
+                                               eval_crop=eval_crop, scores=scores,
+                                               threshold=threshold)
     difference, tolerance = max(probability_checks.values()), get_format(fmt).tolerance
     log(f"max |difference| to the Keras model: {difference:.2e} (tolerance {tolerance:.0e})")
     if not math.isfinite(difference) or difference > tolerance:
@@ -99,7 +106,8 @@ def _size_bytes(path: Path) -> int:
 def export_model(model: keras.Model, fmt: str, out, *, labels: list[str],
                  eval_crop: str = "resize", top_k: int = 5, verify: bool = True,
                  log=None, overwrite: bool = True,
-                 protect: Mapping[Path, str] | None = None) -> ExportResult:
+                 protect: Mapping[Path, str] | None = None, scores: str = "softmax",
+                 threshold: float = 0.5) -> ExportResult:
     """Exports `model` as `fmt` at `out` (see `destination_of`), verified against `model`
     in a fresh process unless `verify` is False; `log(line)` receives progress lines.
 
@@ -108,10 +116,15 @@ def export_model(model: keras.Model, fmt: str, out, *, labels: list[str],
     export of the same format is replaced (see `vitcli.export.targets`); nothing is ever
     written to or into the `protect` paths, which map to what they are for the refusal
     (the CLI's: the source model and its run's checkpoints).
+
+    `scores="sigmoid"` exports a multi-label model: the SavedModel's signatures return
+    per-class sigmoid scores and the labels scoring at least `threshold` (stored in the
+    export); the other formats return what they return for any model (logits, and TFLite's
+    and ONNX's softmax `probabilities`), and are verified on the sigmoid of their logits.
     """
     log = log or (lambda line: None)
     labels = [str(label) for label in labels]
-    _check_arguments(model, fmt, labels, eval_crop, top_k)
+    _check_arguments(model, fmt, labels, eval_crop, top_k, scores, threshold)
     out = Path(out)
     destination = destination_of(fmt, out)
     check_protected(destination, protect or {})
@@ -124,9 +137,11 @@ def export_model(model: keras.Model, fmt: str, out, *, labels: list[str],
         check_replaceable(fmt, destination, overwrite)
         with staged(destination) as temporary:
             log(f"writing {fmt} to {destination}")
-            details = _write(model, fmt, temporary, labels, eval_crop, top_k)
+            details = _write(model, fmt, temporary, labels, eval_crop, top_k, scores,
+                             threshold)
             if verify:
-                check = _verify(model, fmt, temporary, destination, labels, eval_crop, log)
+                check = _verify(model, fmt, temporary, destination, labels, eval_crop, log,
+                                scores, threshold)
     details.update({key: value for key, value in check.items() if key != "max_abs_diff"},
                    verified=verify, size_bytes=_size_bytes(destination))
     if export_format.versioned:

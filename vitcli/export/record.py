@@ -25,7 +25,7 @@ class ExportFormat:
     suffix: str  # of the file it writes; "" for a versioned folder
     tolerance: float  # max |difference| of its probabilities to the Keras model's
     # write(model, path) -> a description of what was written; with `serves_images` also
-    # write(model, path, labels=..., eval_crop=..., top_k=...).
+    # write(model, path, labels=..., eval_crop=..., top_k=..., scores=..., threshold=...).
     write: Callable[..., dict]
     # run(artefact path, inputs) -> outputs, in the fresh process (`vitcli.export.verify`
     # describes both dictionaries).
@@ -37,8 +37,9 @@ class ExportFormat:
     # rather than as one file.
     versioned: bool = False
     # The artefact holds the serving graph: it decodes encoded images (eval_crop) and returns
-    # top-k labels; so its writer takes labels, eval_crop and top_k, and its verification
-    # feeds encoded images too.
+    # top-k labels (and a multi-label model's labels above the threshold); so its writer
+    # takes labels, eval_crop, top_k, scores and threshold, and its verification feeds
+    # encoded images too.
     serves_images: bool = False
 
 

@@ -1,6 +1,9 @@
 """The TF Serving SavedModel: a versioned folder whose `serving_default` signature takes
 encoded images and a second signature takes float pixels, both returning probabilities and
-the top-k labels, scores and indices.
+the top-k labels, scores and indices. A multi-label model's signatures return per-class
+sigmoid `scores` instead of probabilities, and the classes scoring at least the threshold
+(stored in the SavedModel as the variable `threshold`): `predicted` (bool per class) and
+`predicted_labels` (their labels, highest score first, then "" to the number of classes).
 
 This module is the format (its layout, record, and the fresh-process runner); the graph it
 saves is built in `vitcli.export.serving_graph`, imported only when a SavedModel is written.
@@ -24,6 +27,8 @@ PIXELS_SIGNATURE = "predict_pixels"
 IMAGE_INPUT = "image_bytes"
 PIXELS_INPUT = "pixels"
 OUTPUTS = ("probabilities", "top_k_labels", "top_k_scores", "top_k_indices")
+MULTI_LABEL_OUTPUTS = ("scores", "predicted", "predicted_labels", "top_k_labels",
+                       "top_k_scores", "top_k_indices")
 LABELS_FILE = "labels.txt"
 WARMUP_FILE = Path("assets.extra", "tf_serving_warmup_requests")
 
@@ -39,22 +44,27 @@ def next_version(base: Path) -> int:
 
 
 def write_savedmodel(model: keras.Model, path: Path, *, labels: list[str], eval_crop: str,
-                     top_k: int) -> dict:
+                     top_k: int, scores: str = "softmax", threshold: float = 0.5) -> dict:
     """Writes the serving SavedModel into the folder `path`; returns its description."""
     from vitcli.export.serving_graph import save_serving_graph
     from vitcli.export.warmup import write_warmup
 
     top_k = min(top_k, len(labels))
-    save_serving_graph(model, path, labels=labels, eval_crop=eval_crop, top_k=top_k)
-    write_warmup(path / WARMUP_FILE, SERVING_SIGNATURE, IMAGE_INPUT, model.input_shape[1])
+    multi_label = scores == "sigmoid"
+    save_serving_graph(model, path, labels=labels, eval_crop=eval_crop, top_k=top_k,
+                       threshold=threshold if multi_label else None)
+    outputs = list(MULTI_LABEL_OUTPUTS if multi_label else OUTPUTS)
+    write_warmup(path / WARMUP_FILE, SERVING_SIGNATURE, IMAGE_INPUT,
+                 tuple(model.input_shape[1:3]))
     pixels_shape = [None, *model.input_shape[1:]]
     return {
         "signatures": {
             SERVING_SIGNATURE: {"inputs": {IMAGE_INPUT: "string [None] (encoded images)"},
-                                "outputs": list(OUTPUTS)},
+                                "outputs": outputs},
             PIXELS_SIGNATURE: {"inputs": {PIXELS_INPUT: f"float32 {pixels_shape}"},
-                               "outputs": list(OUTPUTS)},
+                               "outputs": outputs},
         },
+        **({"scores": scores, "threshold": threshold} if multi_label else {}),
         "labels_asset": f"assets/{LABELS_FILE}",
         "warmup_file": str(WARMUP_FILE),
         "eval_crop": eval_crop,

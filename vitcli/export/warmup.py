@@ -48,15 +48,18 @@ def predict_log(signature_name: str, inputs: dict[str, tf.Tensor]) -> bytes:
     return _field(PREDICTION_LOG_PREDICT_LOG, _field(PREDICT_LOG_REQUEST, request))
 
 
-def warmup_image(size: int) -> bytes:
-    """A deterministic size x size colour-gradient PNG: a real image, not noise or zeros."""
-    ramp = np.linspace(0, 255, size, dtype=np.float32)
-    image = np.stack(np.broadcast_arrays(ramp[:, None], ramp[None, :], 255 - ramp[:, None]),
+def warmup_image(size) -> bytes:
+    """A deterministic size x size (or height x width) colour-gradient PNG: a real image, not
+    noise or zeros."""
+    height, width = (size, size) if isinstance(size, int) else size
+    rows = np.linspace(0, 255, height, dtype=np.float32)
+    columns = rows if width == height else np.linspace(0, 255, width, dtype=np.float32)
+    image = np.stack(np.broadcast_arrays(rows[:, None], columns[None, :], 255 - rows[:, None]),
                      axis=-1)
     return tf.io.encode_png(image.astype(np.uint8)).numpy()
 
 
-def write_warmup(path: Path, signature_name: str, input_name: str, image_size: int) -> Path:
+def write_warmup(path: Path, signature_name: str, input_name: str, image_size) -> Path:
     """Writes one request with one encoded image for the encoded-image signature."""
     path.parent.mkdir(parents=True, exist_ok=True)
     record = predict_log(signature_name,

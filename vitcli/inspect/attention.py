@@ -22,19 +22,29 @@ class TokenLayout:
     """Where the patch tokens sit in the sequence and how large a patch is in pixels."""
 
     num_prefix_tokens: int  # 1 with a class token, 0 for gap models
-    grid_size: int  # patches per side
+    grid_size: int  # patches per side (per column: the grid's height)
     patch_pixels: float  # pixels per patch side (the patch size times the ResNet stride)
+    grid_columns: int | None = None  # a non-square grid's patches per row; None: grid_size
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """(rows, columns) of the patch grid, in token order (row-major)."""
+        return self.grid_size, self.grid_size if self.grid_columns is None else self.grid_columns
 
     @property
     def num_patches(self) -> int:
-        return self.grid_size**2
+        rows, columns = self.grid_shape
+        return rows * columns
 
 
 def token_layout(model: keras.Model) -> TokenLayout:
-    """The token layout of a model built by `build_model` (plain, gap or hybrid)."""
+    """The token layout of a model built by `build_model` (plain, gap or hybrid, square or
+    not)."""
     config = config_from_model(model)
-    return TokenLayout(num_prefix_tokens=config.num_prefix_tokens, grid_size=config.grid_size,
-                       patch_pixels=config.image_size / config.grid_size)
+    rows, columns = config.grid_shape
+    return TokenLayout(num_prefix_tokens=config.num_prefix_tokens, grid_size=rows,
+                       patch_pixels=config.image_shape[0] / rows,
+                       grid_columns=None if rows == columns else columns)
 
 
 class AttentionExtractor(keras.Model):

@@ -16,8 +16,8 @@ from vitcli.inspect.attention import TokenLayout
 
 def patch_centres(layout: TokenLayout) -> np.ndarray:
     """(patches, 2) pixel coordinates (row, column) of each patch centre, in token order."""
-    rows, columns = np.meshgrid(np.arange(layout.grid_size), np.arange(layout.grid_size),
-                                indexing="ij")
+    grid_rows, grid_columns = layout.grid_shape
+    rows, columns = np.meshgrid(np.arange(grid_rows), np.arange(grid_columns), indexing="ij")
     grid = np.stack([rows.ravel(), columns.ravel()], axis=-1).astype(np.float64)
     return (grid + 0.5) * layout.patch_pixels
 

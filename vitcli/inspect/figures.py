@@ -36,11 +36,14 @@ def save_png(figure, path: str | Path) -> Path:
     return write_atomically(path, lambda temporary: figure.savefig(temporary, format="png"))
 
 
-def _grid_ticks(axes, grid_size: int) -> None:
-    """Whole patch indices as ticks (at most ~8 per axis), not matplotlib's half steps."""
-    ticks = np.arange(0, grid_size, max(1, math.ceil(grid_size / 8)))
-    axes.set_xticks(ticks)
-    axes.set_yticks(ticks)
+def _grid_ticks(axes, grid_size: int, grid_rows: int | None = None) -> None:
+    """Whole patch indices as ticks (at most ~8 per axis), not matplotlib's half steps;
+    `grid_size` columns and `grid_rows` rows (None: as many as columns)."""
+    def ticks(count: int) -> np.ndarray:
+        return np.arange(0, count, max(1, math.ceil(count / 8)))
+
+    axes.set_xticks(ticks(grid_size))
+    axes.set_yticks(ticks(grid_size if grid_rows is None else grid_rows))
 
 
 def _label_pixels(axes) -> None:
@@ -89,7 +92,7 @@ def layer_maps_figure(maps: np.ndarray, name: str, row_name: str):
             continue
         shown = axes.imshow(maps[index], cmap=MAP_COLOURS, vmin=0.0, vmax=top)
         axes.set_title(f"layer {index}", fontsize=9)
-        _grid_ticks(axes, maps.shape[-1])
+        _grid_ticks(axes, maps.shape[-1], maps.shape[-2])
         axes.tick_params(labelsize=7)
         axes.label_outer()
     figure.colorbar(shown, ax=grid.ravel().tolist(), label=row_name)
@@ -101,14 +104,15 @@ def layer_maps_figure(maps: np.ndarray, name: str, row_name: str):
 
 def similarity_mosaic(similarity: np.ndarray) -> np.ndarray:
     """(g, g, g, g) -> one (g(g+1)-1)^2 image of g x g tiles, tile (i, j) being position
-    (i, j)'s similarities, with NaN gaps between tiles."""
-    grid = similarity.shape[0]
-    step = grid + 1
-    mosaic = np.full((grid * step - 1, grid * step - 1), np.nan)
-    for row in range(grid):
-        for column in range(grid):
-            mosaic[row * step:row * step + grid,
-                   column * step:column * step + grid] = similarity[row, column]
+    (i, j)'s similarities, with NaN gaps between tiles. A non-square (h, w, h, w) grid gives
+    h x w tiles of h x w: an (h(h+1)-1, w(w+1)-1) image."""
+    rows, columns = similarity.shape[:2]
+    down, across = rows + 1, columns + 1
+    mosaic = np.full((rows * down - 1, columns * across - 1), np.nan)
+    for row in range(rows):
+        for column in range(columns):
+            mosaic[row * down:row * down + rows,
+                   column * across:column * across + columns] = similarity[row, column]
     return mosaic
 
 
@@ -117,17 +121,17 @@ def posemb_figure(similarity: np.ndarray, name: str):
     and larger grids) with one colour bar."""
     import matplotlib
 
-    grid = similarity.shape[0]
     figure = new_figure(7.0, 6.0)
     axes = figure.subplots()
     colours = matplotlib.colormaps[SIMILARITY_COLOURS].with_extremes(bad="white")
     shown = axes.imshow(similarity_mosaic(similarity), cmap=colours, vmin=-1.0, vmax=1.0,
                         interpolation="nearest")
-    centres = np.arange(grid) * (grid + 1) + (grid - 1) / 2
-    labels = [str(index + 1) for index in range(grid)]
-    every = max(1, grid // 14)  # at most ~14 tick labels per axis
-    axes.set_xticks(centres[::every], labels[::every])
-    axes.set_yticks(centres[::every], labels[::every])
+    for grid, set_ticks in ((similarity.shape[1], axes.set_xticks),
+                            (similarity.shape[0], axes.set_yticks)):
+        centres = np.arange(grid) * (grid + 1) + (grid - 1) / 2
+        labels = [str(index + 1) for index in range(grid)]
+        every = max(1, grid // 14)  # at most ~14 tick labels per axis
+        set_ticks(centres[::every], labels[::every])
     axes.set_xlabel("input patch column")
     axes.set_ylabel("input patch row")
     figure.colorbar(shown, ax=axes, label="cosine similarity")

@@ -27,9 +27,10 @@ EVAL_CROP = DataConfig.eval_crop  # images are prepared exactly as evaluation pr
 SPLIT_PREFERENCE = ("val", "test", "train")  # held-out images first: what the model did not fit
 
 
-def load_images(files: list[Path], image_size: int, eval_crop: str = EVAL_CROP) -> np.ndarray:
-    """(N, S, S, 3) float32 pixels in [0, 255], prepared as for evaluation; each file is a
-    usable image (`vitcli.data.index.check_images`), or one line naming the first that is not."""
+def load_images(files: list[Path], image_size, eval_crop: str = EVAL_CROP) -> np.ndarray:
+    """(N, S, S, 3) (or (N, H, W, 3) for a (height, width) `image_size`) float32 pixels in
+    [0, 255], prepared as for evaluation; each file is a usable image
+    (`vitcli.data.index.check_images`), or one line naming the first that is not."""
     import tensorflow as tf
 
     from vitcli.data import ops
@@ -66,7 +67,7 @@ def write_attention_figures(model: keras.Model, files: list[Path], out_dir: Path
     names, written = unique_names(files), []
     for start in range(0, len(files), batch_size):
         batch = files[start:start + batch_size]
-        images = load_images(batch, model.input_shape[1], eval_crop)
+        images = load_images(batch, tuple(model.input_shape[1:3]), eval_crop)
         attention = attention_weights(model, images, batch_size, extractor)
         rollouts, layers = rollout_maps(attention, layout), layer_maps(attention, layout)
         for index, stem in enumerate(names[start:start + batch_size]):
@@ -93,7 +94,7 @@ def write_filters_figure(model: keras.Model, out_dir: Path, *, name: str,
     return figures.save_png(figure, out_dir / "filters.png")
 
 
-def sample_batches(data: DataConfig, image_size: int, count: int, *, split: str | None = None,
+def sample_batches(data: DataConfig, image_size, count: int, *, split: str | None = None,
                    batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[np.ndarray]:
     """Up to `count` evaluation-prepared images of a split (by default val, else test, else
     train), in batches."""
@@ -148,7 +149,7 @@ def write_distance_outputs(model: keras.Model, data: dict, out_dir: Path, *, nam
         raise VitcliError(f"batch size must be at least 1, got {batch_size}")
     config = dataclasses.replace(DataConfig(), **{key: value for key, value in data.items()
                                                   if value is not None})
-    batches = sample_batches(config, model.input_shape[1], count, split=split,
+    batches = sample_batches(config, tuple(model.input_shape[1:3]), count, split=split,
                              batch_size=batch_size)
     distances, num_images = attention_distances(model, batches)
     csv_path = write_atomically(out_dir / "distance.csv",

@@ -10,15 +10,21 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from vitcli.errors import VitcliError
 from vitcli.inspect.attention import token_layout
 
 
 def grid_embeddings(model: keras.Model) -> np.ndarray:
-    """(grid, grid, D) position embeddings of the patches (the class token's row left out)."""
+    """(grid rows, grid columns, D) position embeddings of the patches (the class token's row
+    left out)."""
     layout = token_layout(model)
+    names = [layer.name for layer in model.layers]
+    if "posembed_input" not in names:
+        raise VitcliError(f"model '{model.name}' has no position embeddings (posemb none)",
+                          hint="a learned or sincos2d model has a table to draw")
     table = np.asarray(model.get_layer("posembed_input").pos_embedding, np.float64)[0]
     patches = table[layout.num_prefix_tokens:]
-    return patches.reshape(layout.grid_size, layout.grid_size, -1)
+    return patches.reshape(*layout.grid_shape, -1)
 
 
 def cosine_similarity_grid(embeddings: np.ndarray) -> np.ndarray:

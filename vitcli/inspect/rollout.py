@@ -28,13 +28,14 @@ def attention_rollout(attention: np.ndarray) -> np.ndarray:
 
 
 def token_map(matrix: np.ndarray, layout: TokenLayout) -> np.ndarray:
-    """(..., T, T) -> (..., grid, grid): the class-token row (or the mean row of a gap model)
+    """(..., T, T) -> (..., grid rows, grid columns): the class-token row (or the mean row of
+    a gap model)
     over the patch keys."""
     if layout.num_prefix_tokens:
         row = matrix[..., 0, layout.num_prefix_tokens:]
     else:
         row = matrix.mean(axis=-2)
-    return row.reshape(*row.shape[:-1], layout.grid_size, layout.grid_size)
+    return row.reshape(*row.shape[:-1], *layout.grid_shape)
 
 
 def rollout_maps(attention: np.ndarray, layout: TokenLayout) -> np.ndarray:

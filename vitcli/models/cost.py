@@ -7,25 +7,40 @@ benchmarks' fraction-of-peak figures use them.
 
 from __future__ import annotations
 
-from vitcli.config import ModelConfig, ResNetConfig
+import math
+
+from vitcli.config import ModelConfig, ResNetConfig, canonical_size, image_shape
+
+# A feature map's `size` below is a number (square) or (height, width), as image sizes are.
 
 
-def _conv_macs(size: int, kernel: int, in_channels: int, out_channels: int) -> int:
-    return size * size * kernel * kernel * in_channels * out_channels
+def area(size) -> int:
+    """Cells of a feature map: height * width."""
+    return math.prod(image_shape(size))
 
 
-def _resnet_cost(resnet: ResNetConfig, image_size: int) -> tuple[int, int]:
+def scaled(size, stride: int):
+    """A feature map's size after a `stride` down-sampling (each side floored)."""
+    height, width = image_shape(size)
+    return canonical_size((height // stride, width // stride))
+
+
+def _conv_macs(size, kernel: int, in_channels: int, out_channels: int) -> int:
+    return area(size) * kernel * kernel * in_channels * out_channels
+
+
+def _resnet_cost(resnet: ResNetConfig, image_size) -> tuple[int, int]:
     """(parameters, multiply-adds) of the BiT stem."""
     width = 64 * resnet.width_factor
-    size = image_size // 2
+    size = scaled(image_size, 2)
     params = 7 * 7 * 3 * width + 2 * width
     macs = _conv_macs(size, 7, 3, width)
-    size, channels = size // 2, width
+    size, channels = scaled(size, 2), width
     for stage, num_units in enumerate(resnet.layers):
         features = width * 2**stage
         for unit in range(num_units):
             stride = 2 if stage > 0 and unit == 0 else 1
-            out_size = size // stride
+            out_size = scaled(size, stride)
             convs = [(size, 1, channels, features), (out_size, 3, features, features),
                      (out_size, 1, features, 4 * features)]
             if unit == 0:
@@ -54,8 +69,9 @@ def _cost(config: ModelConfig) -> tuple[int, int]:
         params, macs = _resnet_cost(config.resnet, config.image_size)
         in_channels = config.resnet.out_channels
     patch_inputs = config.patch_size**2 * in_channels
-    params += patch_inputs * hidden + hidden + tokens * hidden + hidden * config.num_prefix_tokens
-    macs += config.grid_size**2 * patch_inputs * hidden
+    table = tokens * hidden if config.posemb == "learned" else 0  # sincos2d is computed
+    params += patch_inputs * hidden + hidden + table + hidden * config.num_prefix_tokens
+    macs += math.prod(config.grid_shape) * patch_inputs * hidden
     block_params = 4 * (hidden * hidden + hidden) + 2 * hidden * mlp + mlp + hidden + 4 * hidden
     block_macs = tokens * (4 * hidden * hidden + 2 * hidden * mlp) + 2 * tokens * tokens * hidden
     params += config.depth * block_params + 2 * hidden

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 LAYER_NORM_EPSILON = 1e-6
@@ -99,6 +100,56 @@ class PositionEmbedding(layers.Layer):
 
     def call(self, tokens):
         return tokens + ops.cast(self.pos_embedding, tokens.dtype)
+
+
+def sincos2d_table(grid_height: int, grid_width: int, width: int,
+                   temperature: float = 10_000.0) -> np.ndarray:
+    """big_vision's fixed 2-D sine-cosine table (grid_height * grid_width, width), float64,
+    tokens row-major (docs/reference.md §1.6): with y the row and x the column of a token
+    and omega_k = 1 / temperature^(k / (width/4 - 1)), k < width/4, the row is
+    [sin(x omega), cos(x omega), sin(y omega), cos(y omega)]."""
+    quarter = width // 4
+    omega = 1.0 / temperature ** (np.arange(quarter) / (quarter - 1))
+    rows, columns = np.mgrid[:grid_height, :grid_width]
+    x = columns.reshape(-1, 1) * omega
+    y = rows.reshape(-1, 1) * omega
+    return np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1)
+
+
+@serializable
+class SinCosPositionEmbedding(layers.Layer):
+    """Adds the fixed 2-D sine-cosine table (not a weight: never trained, not in checkpoints)
+    to the patch tokens; the `num_prefix_tokens` in front (the class token) get none, as in
+    big_vision, which adds it before prepending the class token. The grid is the square of
+    the patch tokens, so a model built at another resolution has the table of its own grid.
+    `pos_embedding` is the (1, N, D) float32 table added, zero rows for the prefix."""
+
+    def __init__(self, num_prefix_tokens: int = 1, grid_shape=None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_prefix_tokens = num_prefix_tokens
+        # a non-square model's (grid height, grid width); None: the square of the tokens
+        self.grid_shape = None if grid_shape is None else tuple(int(n) for n in grid_shape)
+
+    def build(self, input_shape):
+        patches, width = input_shape[1] - self.num_prefix_tokens, input_shape[2]
+        rows, columns = self.grid_shape or (math.isqrt(patches),) * 2
+        if rows * columns != patches or width % 4 or width < 8:
+            raise ValueError(f"sincos2d position embeddings need a square grid and a width "
+                             f"that is a multiple of 4 (at least 8), got {patches} tokens of "
+                             f"width {width}")
+        table = np.concatenate([np.zeros((self.num_prefix_tokens, width)),
+                                sincos2d_table(rows, columns, width)])
+        self.pos_embedding = table[None].astype(np.float32)
+
+    def call(self, tokens):
+        return tokens + ops.cast(self.pos_embedding, tokens.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "num_prefix_tokens": self.num_prefix_tokens,
+                "grid_shape": self.grid_shape}
 
 
 @serializable
@@ -205,15 +256,26 @@ class MlpBlock(layers.Layer):
 
 @serializable
 class EncoderBlock(layers.Layer):
-    """Pre-norm block: x + Dropout(MHA(LN(x))), then x + MLP(LN(x))."""
+    """Pre-norm block: x + Dropout(MHA(LN(x))), then x + MLP(LN(x)).
+
+    `drop_path` is stochastic depth (Huang et al. 2016; timm's and big_vision's DropPath): in
+    training each residual branch is dropped whole, per example, with that probability, and
+    kept ones are scaled by 1 / (1 - drop_path); Keras' Dropout with the noise shape
+    (batch, 1, 1) is exactly that. 0 (the default) is the reference's block.
+    """
 
     def __init__(self, num_heads: int, mlp_dim: int, dropout: float = 0.0,
-                 attention_dropout: float = 0.0, **kwargs):
+                 attention_dropout: float = 0.0, drop_path: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.mlp_dim = mlp_dim
         self.dropout = dropout
         self.attention_dropout = attention_dropout
+        self.drop_path = drop_path
+        self.drop_attention_branch = layers.Dropout(drop_path, noise_shape=(None, 1, 1),
+                                                    dtype=self.dtype_policy)
+        self.drop_mlp_branch = layers.Dropout(drop_path, noise_shape=(None, 1, 1),
+                                              dtype=self.dtype_policy)
         self.norm_0 = layer_norm("LayerNorm_0")
         self.attention = MultiHeadSelfAttention(
             num_heads, attention_dropout, name="MultiHeadDotProductAttention_1",
@@ -232,9 +294,11 @@ class EncoderBlock(layers.Layer):
         attended = self.attention(normed, training=training, return_attention=return_attention)
         if return_attention:
             attended, weights = attended
-        tokens = tokens + self.drop(attended, training=training)
+        attended = self.drop(attended, training=training)
+        tokens = tokens + self.drop_attention_branch(attended, training=training)
         normed = ops.cast(self.norm_2(tokens), tokens.dtype)
-        tokens = tokens + self.mlp(normed, training=training)
+        tokens = tokens + self.drop_mlp_branch(self.mlp(normed, training=training),
+                                               training=training)
         return (tokens, weights) if return_attention else tokens
 
     def compute_output_shape(self, input_shape):
@@ -242,7 +306,8 @@ class EncoderBlock(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_heads": self.num_heads, "mlp_dim": self.mlp_dim,
-                "dropout": self.dropout, "attention_dropout": self.attention_dropout}
+                "dropout": self.dropout, "attention_dropout": self.attention_dropout,
+                "drop_path": self.drop_path}
 
 
 @serializable

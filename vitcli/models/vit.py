@@ -5,7 +5,15 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from vitcli.config import CLASSIFIERS, ModelConfig, ResNetConfig
+from vitcli.config import (
+    CLASSIFIERS,
+    POSEMBS,
+    ModelConfig,
+    ResNetConfig,
+    canonical_size,
+    check_image_size,
+    size_text,
+)
 from vitcli.errors import VitcliError
 from vitcli.models.layers import (
     NUMERICALLY_SENSITIVE_DTYPE,
@@ -13,6 +21,7 @@ from vitcli.models.layers import (
     EncoderBlock,
     PatchEmbedding,
     PositionEmbedding,
+    SinCosPositionEmbedding,
     TokenPooling,
     layer_norm,
 )
@@ -23,7 +32,14 @@ INPUT_NAME = "pixels"
 
 def validate(config: ModelConfig) -> None:
     """Refuses configs that cannot be built, with a one-line reason."""
-    if config.image_size % config.stride:
+    height, width = config.image_shape
+    if height != width:  # non-square: the side that is not a multiple of the stride
+        if min(height, width) < 1:
+            raise VitcliError(f"image sides must be >= 1, got {size_text(config.image_size)}")
+        resnet = " times the ResNet stride" if config.resnet else ""
+        check_image_size(config.image_size, config.stride,
+                         f"{config.stride} (the patch size{resnet})")
+    elif config.image_size % config.stride:
         raise VitcliError(
             f"image size {config.image_size} is not a multiple of {config.stride} "
             f"(the patch size{' times the ResNet stride' if config.resnet else ''})",
@@ -33,11 +49,16 @@ def validate(config: ModelConfig) -> None:
     if config.hidden_size % config.num_heads:
         raise VitcliError(f"hidden size {config.hidden_size} is not divisible by "
                           f"{config.num_heads} heads")
-    if config.num_classes < 0 or config.image_size < 1:
+    if config.num_classes < 0 or min(height, width) < 1:
         raise VitcliError(f"num_classes must be >= 0 and image_size >= 1, got "
-                          f"{config.num_classes} and {config.image_size}")
+                          f"{config.num_classes} and {size_text(config.image_size)}")
     if config.classifier not in CLASSIFIERS:
         raise VitcliError(f"classifier must be one of {CLASSIFIERS}, not '{config.classifier}'")
+    if config.posemb not in POSEMBS:
+        raise VitcliError(f"position embeddings must be one of {POSEMBS}, not '{config.posemb}'")
+    if config.posemb == "sincos2d" and (config.hidden_size % 4 or config.hidden_size < 8):
+        raise VitcliError(f"sincos2d position embeddings need a width that is a multiple of 4 "
+                          f"(at least 8), not {config.hidden_size}")
 
 
 def build_vit(config: ModelConfig, dtype=None) -> keras.Model:
@@ -46,7 +67,7 @@ def build_vit(config: ModelConfig, dtype=None) -> keras.Model:
     `dtype` is a Keras dtype policy (name or object); None uses the global policy.
     """
     validate(config)
-    pixels = keras.Input((config.image_size, config.image_size, 3), name=INPUT_NAME)
+    pixels = keras.Input((*config.image_shape, 3), name=INPUT_NAME)
     # The reference normalises to [-1, 1]; doing it inside keeps every export on raw pixels.
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale", dtype=dtype)(pixels)
     if config.resnet is not None:
@@ -54,11 +75,18 @@ def build_vit(config: ModelConfig, dtype=None) -> keras.Model:
     x = PatchEmbedding(config.hidden_size, config.patch_size, name="embedding", dtype=dtype)(x)
     if config.classifier == "token":
         x = ClassToken(name="cls", dtype=dtype)(x)
-    x = PositionEmbedding(name="posembed_input", dtype=dtype)(x)
+    if config.posemb == "learned":
+        x = PositionEmbedding(name="posembed_input", dtype=dtype)(x)
+    elif config.posemb == "sincos2d":  # not a weight: computed for the model's own grid
+        rows, columns = config.grid_shape  # a square grid is the tokens' (as before)
+        x = SinCosPositionEmbedding(config.num_prefix_tokens, name="posembed_input",
+                                    grid_shape=None if rows == columns else (rows, columns),
+                                    dtype=dtype)(x)
     x = layers.Dropout(config.dropout, name="dropout", dtype=dtype)(x)
     for index in range(config.depth):
         x = EncoderBlock(
             config.num_heads, config.mlp_dim, config.dropout, config.attention_dropout,
+            drop_path=drop_path_rate(config.drop_path, index, config.depth),
             name=f"encoderblock_{index}", dtype=dtype,
         )(x)
     x = layer_norm("encoder_norm")(x)
@@ -89,6 +117,12 @@ def _resnet_config(model: keras.Model) -> ResNetConfig | None:
     return ResNetConfig(layers=tuple(stages), width_factor=root.filters // 64)
 
 
+def drop_path_rate(rate: float, index: int, depth: int) -> float:
+    """Block `index`'s stochastic depth: growing linearly over the blocks from 0 (the first)
+    to `rate` (the last), as big_vision's ViT and timm's do."""
+    return rate * index / max(depth - 1, 1)
+
+
 def config_from_model(model: keras.Model) -> ModelConfig:
     """The `ModelConfig` of a model built by `build_model` (also after a .keras round trip)."""
     embedding = _layer_or_none(model, "embedding")
@@ -98,6 +132,7 @@ def config_from_model(model: keras.Model) -> ModelConfig:
     depth = sum(layer.name.startswith("encoderblock_") for layer in model.layers)
     pre_logits = _layer_or_none(model, "pre_logits")
     head = _layer_or_none(model, "head")
+    posemb = _layer_or_none(model, "posembed_input")
     return ModelConfig(
         name=model.name,
         hidden_size=embedding.hidden_size,
@@ -105,11 +140,15 @@ def config_from_model(model: keras.Model) -> ModelConfig:
         num_heads=first_block.num_heads,
         mlp_dim=first_block.mlp_dim,
         patch_size=embedding.patch_size,
-        image_size=model.input_shape[1],
+        image_size=canonical_size(model.input_shape[1:3]),  # (height, width) unless square
         num_classes=head.units if head is not None else 0,
         classifier=model.get_layer("pooling").classifier,
+        posemb="none" if posemb is None else
+        "sincos2d" if isinstance(posemb, SinCosPositionEmbedding) else "learned",
         representation_size=pre_logits.units if pre_logits is not None else None,
         dropout=first_block.dropout,
         attention_dropout=first_block.attention_dropout,
+        # the last block's rate is the model's (a one-block model has none: its block is first)
+        drop_path=model.get_layer(f"encoderblock_{depth - 1}").drop_path if depth > 1 else 0.0,
         resnet=_resnet_config(model),
     )

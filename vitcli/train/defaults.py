@@ -102,6 +102,22 @@ def train_crop_for(crop: str, median_side: int | None) -> tuple[str, str]:
                       f"{SMALL_IMAGE_SIDE}; --train-crop inception to crop anyway)")
 
 
+def loss_for(loss: str | None, multi_label: bool) -> tuple[str, str]:
+    """(loss, how it was chosen): --loss, else softmax for single-label data and sigmoid for
+    multi-label data. Softmax on multi-label data is refused: its cross-entropy takes one
+    class per image, and normalising the multi-hot targets would train scores that compete
+    instead of one independent score per class."""
+    if multi_label and loss == "softmax":
+        raise VitcliError("--loss softmax needs one label per image, and this data is "
+                          "multi-label", hint="use --loss sigmoid (the default for "
+                          "multi-label data)")
+    if loss is not None:
+        return loss, f"{loss} cross-entropy (given)"
+    if multi_label:
+        return "sigmoid", "sigmoid cross-entropy (multi-label data)"
+    return "softmax", "softmax cross-entropy"
+
+
 def start_weights(config: RunConfig) -> tuple[RunConfig, str | None]:
     """Fine-tuning without --weights starts from the variant's recommended published
     checkpoint; without one (or with neither --model nor --weights) it needs an explicit

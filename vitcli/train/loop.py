@@ -59,8 +59,11 @@ def _validate(job: TrainingJob, step: int, best, callbacks: TrainingCallbacks):
     callbacks.on_eval(record)
     if job.is_chief:
         job.run_dir.log(record)
-    if best is None or record["val_top1"] > best:
-        best = record["val_top1"]
+    # The best model is the one of highest top-1, or mAP for multi-label data (kept under
+    # the same name in checkpoints, so runs resume alike).
+    score = record["val_top1"] if "val_top1" in record else record.get("val_map")
+    if score is not None and (best is None or score > best):
+        best = score
         if job.is_chief:
             job.run_dir.save_model(job.model, BEST_FILE)
     return best
@@ -101,8 +104,9 @@ def run_loop(job: TrainingJob, start_step: int, callbacks: TrainingCallbacks,
     return {"step": step, "interrupted": False, "best_val_top1": best}
 
 
-def ensure_built(optimizer, model) -> None:
-    """Creates the optimizer's slots (needed before restoring a checkpoint into them)."""
+def ensure_built(optimizer, model, variables=None) -> None:
+    """Creates the optimizer's slots (needed before restoring a checkpoint into them), for
+    `variables` (default: all of the model's trainable ones; fewer when some are frozen)."""
     if not optimizer.built:
-        optimizer.build(model.trainable_variables)
+        optimizer.build(model.trainable_variables if variables is None else variables)
 

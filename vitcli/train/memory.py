@@ -30,6 +30,7 @@ from pathlib import Path
 
 from vitcli.config import ModelConfig
 from vitcli.errors import VitcliError
+from vitcli.models.cost import area, scaled
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 BUDGET_ENV = "VITCLI_MEMORY_BUDGET"
@@ -120,18 +121,18 @@ def _stem_activations(config: ModelConfig) -> tuple[int, list[int], list[int]]:
     if config.resnet is None:
         return 0, [], []
     width = 64 * config.resnet.width_factor
-    size = config.image_size // 2
-    root = size * size * width + (size // 2) ** 2 * width  # the root conv, the max-pool
-    size, channels = size // 2, width
+    size = scaled(config.image_size, 2)  # (height, width) apart for a non-square model
+    root = area(size) * width + area(scaled(size, 2)) * width  # the root conv, the max-pool
+    size, channels = scaled(size, 2), width
     stages, inputs = [], []
     for stage, num_units in enumerate(config.resnet.layers):
         features, values = width * 2**stage, 0
-        inputs.append(size * size * channels)
+        inputs.append(area(size) * channels)
         for unit in range(num_units):
-            out_size = size // 2 if stage > 0 and unit == 0 else size
-            values += size * size * features + out_size * out_size * 5 * features
+            out_size = scaled(size, 2) if stage > 0 and unit == 0 else size
+            values += area(size) * features + area(out_size) * 5 * features
             if unit == 0:
-                values += out_size * out_size * 4 * features  # the projected shortcut
+                values += area(out_size) * 4 * features  # the projected shortcut
             size, channels = out_size, 4 * features
         stages.append(values)
     return root, stages, inputs
@@ -164,7 +165,7 @@ def training_bytes_per_image(config: ModelConfig, precision: str = "fp32",
     else:
         blocks = config.depth * block
     backward = _dot(BACKWARD_BYTES[family], sizes)
-    pixels = PIXEL_BYTES * config.image_size**2 * 3
+    pixels = PIXEL_BYTES * math.prod(config.image_shape) * 3
     total = blocks + backward + pixels + _stem_bytes(config, remat)
     return math.ceil(ESTIMATE_MARGIN * total)
 
@@ -212,7 +213,7 @@ def accumulation_costs(config: ModelConfig, device: str = "cpu") -> tuple[int, f
 
 def stacked_input_bytes(config: ModelConfig, per_replica_batch: int) -> int:
     """The float32 pixels of a replica's whole batch, stacked for the accumulation loop."""
-    return per_replica_batch * config.image_size**2 * 3 * 4
+    return per_replica_batch * math.prod(config.image_shape) * 3 * 4
 
 
 # --- The budget. ----------------------------------------------------------------------------

@@ -100,6 +100,13 @@ class MaskedPatchTraining:
         return list(unique.values())
 
     @property
+    def variables(self) -> list:
+        """The weights and the Keras seed generators (dropout's) that the train step reseeds."""
+        unique = {id(variable): variable for variable in (*self.vit.variables,
+                                                          *self.predictor.variables)}
+        return list(unique.values())
+
+    @property
     def trainable_variables(self) -> list:
         return self.predictor.trainable_variables
 

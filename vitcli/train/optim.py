@@ -59,16 +59,35 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 class _ReferenceOptimizer(keras.optimizers.Optimizer):
     """Shared parts: optimizer state kept in `momentum_dtype` (float32, or bfloat16 as the
-    reference stores it to save memory)."""
+    reference stores it to save memory), and per-variable learning-rate multipliers
+    (`rate_multipliers`, by variable path; layer-wise decay, vitcli.train.groups): a
+    variable's whole update is scaled, Adam's decoupled weight decay included."""
 
-    def __init__(self, learning_rate, momentum_dtype: str = "float32", **kwargs):
+    def __init__(self, learning_rate, momentum_dtype: str = "float32",
+                 rate_multipliers: dict[str, float] | None = None, **kwargs):
         if momentum_dtype not in MOMENTUM_DTYPES:
             raise VitcliError(f"unknown momentum dtype '{momentum_dtype}'",
                               hint=f"use {' or '.join(MOMENTUM_DTYPES)}")
         super().__init__(learning_rate, **kwargs)
         self.momentum_dtype = momentum_dtype
+        self.rate_multipliers = dict(rate_multipliers or {})
         # The rate as a function of the step count, as given (the run's log reports it).
         self.schedule = learning_rate
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        # By index, decided on the Keras variables (update_step may see the backend's own).
+        self.variable_multipliers = [self.rate_multipliers.get(variable.path, 1.0)
+                             for variable in variables]
+
+    def _variable_rate(self, learning_rate, index: int, variable):
+        """The schedule's rate times the variable's multiplier, in the variable's dtype;
+        untouched (the same graph, bit for bit) where the multiplier is 1."""
+        learning_rate = ops.cast(learning_rate, variable.dtype)
+        multiplier = self.variable_multipliers[index]
+        return learning_rate if multiplier == 1 else ops.multiply(learning_rate, multiplier)
 
     def _slots(self, variables, name: str, dtype: str | None = None):
         return [self.add_variable(shape=variable.shape, dtype=dtype or variable.dtype,
@@ -81,7 +100,8 @@ class _ReferenceOptimizer(keras.optimizers.Optimizer):
         return ops.cast(ops.multiply(moment, ops.cast(decay, moment.dtype)), variable.dtype)
 
     def get_config(self):
-        return {**super().get_config(), "momentum_dtype": self.momentum_dtype}
+        return {**super().get_config(), "momentum_dtype": self.momentum_dtype,
+                "rate_multipliers": self.rate_multipliers}
 
 
 @keras.saving.register_keras_serializable(package="vitcli")
@@ -103,8 +123,9 @@ class ReferenceSGD(_ReferenceOptimizer):
         self.momentums = self._slots(variables, "momentum", self.momentum_dtype)
 
     def update_step(self, gradient, variable, learning_rate):
-        learning_rate = ops.cast(learning_rate, variable.dtype)
-        stored = self.momentums[self._get_variable_index(variable)]
+        index = self._get_variable_index(variable)
+        learning_rate = self._variable_rate(learning_rate, index, variable)
+        stored = self.momentums[index]
         trace = ops.add(ops.cast(gradient, variable.dtype),
                         self._decayed_moment(stored, self.momentum, variable))
         self.assign(stored, trace)
@@ -159,9 +180,9 @@ class ReferenceAdamW(_ReferenceOptimizer):
         self._decays = [is_decayed(variable) for variable in variables]
 
     def update_step(self, gradient, variable, learning_rate):
-        learning_rate = ops.cast(learning_rate, variable.dtype)
-        gradient = ops.cast(gradient, variable.dtype)
         index = self._get_variable_index(variable)
+        learning_rate = self._variable_rate(learning_rate, index, variable)
+        gradient = ops.cast(gradient, variable.dtype)
         stored_mu, stored_nu = self.first_moments[index], self.second_moments[index]
         mu = ops.add(ops.multiply(1.0 - self.beta_1, gradient),
                      self._decayed_moment(stored_mu, self.beta_1, variable))
@@ -186,15 +207,18 @@ def make_schedule(config: TrainConfig, total_steps: int) -> WarmupDecay:
     return WarmupDecay(config.learning_rate, config.warmup_steps, total_steps, config.schedule)
 
 
-def make_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.Optimizer:
+def make_optimizer(config: TrainConfig, total_steps: int,
+                   rate_multipliers: dict[str, float] | None = None
+                   ) -> keras.optimizers.Optimizer:
     """The reference's SGD (fine-tuning) or big_vision's AdamW (pre-training), on the
-    warm-up schedule.
+    warm-up schedule; `rate_multipliers` (variable path -> factor) scale some variables'
+    rates (layer-wise decay: vitcli.train.groups.trained_variables).
 
     Clipping is not set here: the training step clips the all-reduced global gradient,
     which an optimizer's own `global_clipnorm` would do per replica.
     """
     schedule = make_schedule(config, total_steps)
-    common = {"momentum_dtype": config.momentum_dtype,
+    common = {"momentum_dtype": config.momentum_dtype, "rate_multipliers": rate_multipliers,
               "use_ema": config.ema_decay is not None,
               "ema_momentum": config.ema_decay or 0.99}
     if config.optimizer == "sgd":

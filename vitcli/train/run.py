@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from vitcli.config import RunConfig
+from vitcli.config import RunConfig, canonical_size
 from vitcli.data.pipeline import train_dataset
 from vitcli.data.sources import TFDS, DataSource, open_source, parse_source
 from vitcli.errors import VitcliError
@@ -25,6 +25,7 @@ from vitcli.files import DiskFullError, is_full_disk, terminate_as_interrupt
 from vitcli.train import defaults
 from vitcli.train.batching import GIB, BatchPlan, plan_batch
 from vitcli.train.callbacks import TrainingCallbacks
+from vitcli.train.groups import TrainedVariables, trained_variables
 from vitcli.train.loop import TrainingJob, ensure_built, run_loop
 from vitcli.train.optim import make_optimizer
 from vitcli.train.precision import (
@@ -63,10 +64,13 @@ class PreparedRun:
     batch: BatchPlan
     load_lines: list[str]
     plan_lines: list[str] = field(default_factory=list)  # each decision and why
+    # what the optimizer updates and at which rates (--freeze, --layer-decay)
+    groups: TrainedVariables | None = None
 
     @property
-    def image_size(self) -> int:
-        return int(self.model.input_shape[1])
+    def image_size(self) -> int | tuple[int, int]:
+        """The model's input size: a number, or (height, width) when it is not square."""
+        return canonical_size(self.model.input_shape[1:3])
 
 
 def _derive_schedule(config: RunConfig, num_train: int) -> tuple[RunConfig, list[str]]:
@@ -89,11 +93,24 @@ def _derive_crop(config: RunConfig, source: DataSource):
 
     side = median_side(source.split("train")) if config.data.train_crop == "auto" else None
     crop, why = defaults.train_crop_for(config.data.train_crop, side)
-    extras = [name for name, on in (("RandAugment", config.data.randaugment),
-                                    (f"MixUp {config.data.mixup:g}", config.data.mixup > 0))
-              if on]
+    data = config.data
+    extras = [name for name, on in (
+        ("RandAugment", data.randaugment),
+        (f"random erasing {data.random_erasing:g}", data.random_erasing > 0),
+        (f"MixUp {data.mixup:g}", data.mixup > 0),
+        (f"CutMix {data.cutmix:g}", data.cutmix > 0)) if on]
     line = f"augmentation: {why}" + "".join(f", {extra}" for extra in extras)
     return dataclasses.replace(config, data=dataclasses.replace(config.data, train_crop=crop)), line
+
+
+def _derive_loss(config: RunConfig, source: DataSource) -> tuple[RunConfig, list[str]]:
+    """Fills in the classification loss (softmax, or sigmoid for multi-label data); masked
+    patch prediction has its own and leaves it unset."""
+    if config.objective != "classification":
+        return config, []
+    loss, line = defaults.loss_for(config.train.loss, source.multi_label)
+    train = dataclasses.replace(config.train, loss=loss)
+    return dataclasses.replace(config, train=train), [f"loss: {line}"]
 
 
 def _open_data(config: RunConfig, callbacks: TrainingCallbacks) -> DataSource:
@@ -113,6 +130,7 @@ def prepare_run(config: RunConfig, callbacks: TrainingCallbacks | None = None) -
     config, weights_line = defaults.start_weights(config)
     strategy = make_strategy(config.strategy, config.tpu)
     source = _open_data(config, callbacks)
+    config, loss_lines = _derive_loss(config, source)
     config, schedule_lines = _derive_schedule(config, source.split("train").num_examples)
     precision = resolve_precision(config.precision, device_kind(strategy))
     keras.utils.set_random_seed(config.train.seed)
@@ -129,10 +147,13 @@ def prepare_run(config: RunConfig, callbacks: TrainingCallbacks | None = None) -
     if weights_line:  # the published checkpoint, said in full where the loader names it
         load_lines = [weights_line if line.startswith("weights:") else line
                       for line in load_lines]
-    lines = [*schedule_lines, crop_line, f"batch: {batch.describe()}"]
+    groups = trained_variables(trained, config.train)  # refuses a --freeze beyond the depth
+    groups_line = groups.describe(config.train.layer_decay, config.train.freeze)
+    lines = [*loss_lines, *schedule_lines, crop_line, f"batch: {batch.describe()}",
+             *([f"parameters: {groups_line}"] if groups_line else [])]
     return PreparedRun(config=config, strategy=strategy, source=source, precision=precision,
                        model=model, trained=trained, batch_loss=batch_loss, batch=batch,
-                       load_lines=load_lines, plan_lines=lines)
+                       load_lines=load_lines, plan_lines=lines, groups=groups)
 
 
 def describe_run(run: PreparedRun) -> dict:
@@ -144,9 +165,11 @@ def describe_run(run: PreparedRun) -> dict:
     return {
         "command": config.command,
         "data": {"source": config.data.source, "classes": source.num_classes,
+                 "multi_label": source.multi_label,
                  **{f"{name}_examples": split.num_examples
                     for name, split in source.splits.items()}},
         "model": {**model_config.to_dict(), "grid_size": model_config.grid_size,
+                  "grid_shape": list(model_config.grid_shape),
                   "tokens": model_config.num_tokens,
                   "parameters": int(run.model.count_params())},
         "loaded": run.load_lines,
@@ -156,8 +179,11 @@ def describe_run(run: PreparedRun) -> dict:
         "warmup_steps": config.train.warmup_steps,
         "learning_rate": config.train.learning_rate,
         "optimizer": config.train.optimizer, "schedule": config.train.schedule,
+        "layer_decay": config.train.layer_decay, "freeze": config.train.freeze,
+        "loss": config.train.loss,
         "train_crop": config.data.train_crop, "randaugment": config.data.randaugment,
-        "mixup": config.data.mixup, "precision": run.precision,
+        "mixup": config.data.mixup, "cutmix": config.data.cutmix,
+        "random_erasing": config.data.random_erasing, "precision": run.precision,
         "strategy": resolve_name(config.strategy, config.tpu),
         "batch_plan": run.batch.to_dict(), "plan": run.plan_lines,
         "run_dir": str(config.out or default_run_directory(config)),
@@ -196,7 +222,8 @@ def _job(run: PreparedRun, run_dir: RunDirectory, optimizer, start_step: int) ->
         train_step=make_train_step(
             run.trained, optimizer, run.strategy, global_batch=train.batch_size,
             accum_steps=train.accum_steps, grad_clip_norm=train.grad_clip_norm,
-            label_smoothing=train.label_smoothing, jit=config.jit, batch_loss=run.batch_loss),
+            label_smoothing=train.label_smoothing, jit=config.jit, batch_loss=run.batch_loss,
+            variables=run.groups.variables, seed=train.seed),
         iterator=_distributed_iterator(run, start_step),
         steps_per_epoch=num_train / train.batch_size, global_batch=train.batch_size,
         train=train, run_dir=run_dir, schedule=base_optimizer(optimizer).schedule,
@@ -263,9 +290,9 @@ def _restore(run: PreparedRun, run_dir: RunDirectory, optimizer,
 def _train(run: PreparedRun, run_dir: RunDirectory, callbacks: TrainingCallbacks) -> dict:
     config, chief = run.config, is_chief(run.strategy)
     with run.strategy.scope():
-        optimizer = wrap_optimizer(make_optimizer(config.train, config.train.steps),
-                                   run.precision)
-        ensure_built(optimizer, run.trained)
+        optimizer = wrap_optimizer(make_optimizer(config.train, config.train.steps,
+                                                  run.groups.multipliers), run.precision)
+        ensure_built(optimizer, run.trained, run.groups.variables)
     start_step, best = _restore(run, run_dir, optimizer, callbacks)
     job = _job(run, run_dir, optimizer, start_step)
     job.train_step.steps_done.assign(start_step)
@@ -281,7 +308,7 @@ def _train(run: PreparedRun, run_dir: RunDirectory, callbacks: TrainingCallbacks
             raise DiskFullError(run_dir.path) from error
         raise _out_of_memory(run.batch, error) from None
     if config.train.ema_decay is not None:
-        base_optimizer(optimizer).finalize_variable_values(run.trained.trainable_variables)
+        base_optimizer(optimizer).finalize_variable_values(run.groups.variables)
     summary["model"] = str(run_dir.save_model(run.trained) if chief
                            else _save_worker_copy(run.trained))
     summary["run_dir"] = str(run_dir.path)

@@ -184,6 +184,8 @@ class RunDirectory:
         values = config.to_dict()
         if "overwrite" in values:  # a rerun with --config must not inherit the permission
             values["overwrite"] = False
+        if isinstance(values.get("image_size"), tuple):  # --res HxW: YAML's [height, width]
+            values["image_size"] = list(values["image_size"])
         self._write_text(CONFIG_FILE, yaml.safe_dump(values, sort_keys=False))
         self._write_text(LABELS_FILE, "".join(f"{name}\n" for name in class_names))
 

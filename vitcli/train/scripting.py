@@ -16,6 +16,7 @@ import tensorflow as tf
 from vitcli.config import TrainConfig, check_train_config, train_defaults
 from vitcli.errors import VitcliError
 from vitcli.train.defaults import learning_rate_for, warmup_for
+from vitcli.train.groups import trained_variables
 from vitcli.train.loop import ensure_built
 from vitcli.train.optim import make_optimizer
 from vitcli.train.step import make_train_step
@@ -102,7 +103,8 @@ def train_steps(model, batches: Iterable, *, recipe: str = "finetune",
     picks the defaults: "finetune" (the reference's SGD, momentum 0.9, clipping at 1.0) or
     "pretrain" (Adam with decoupled weight decay 0.1, linear decay); `settings` override
     them by `TrainConfig` name, e.g. `learning_rate`, `warmup_steps`, `schedule`,
-    `accum_steps`, `momentum_dtype`, `grad_clip_norm`, `weight_decay`, `label_smoothing`.
+    `accum_steps`, `momentum_dtype`, `grad_clip_norm`, `weight_decay`, `label_smoothing`,
+    `layer_decay`, `freeze` (frozen variables are left exactly as they are).
     The schedule spans `total_steps` (default: the number of batches); without
     `learning_rate` the recipe's rate is scaled to the batch size and without `warmup_steps`
     the recipe's warm-up is capped at a tenth of the steps, as for the CLI. Each loss is the
@@ -116,12 +118,14 @@ def train_steps(model, batches: Iterable, *, recipe: str = "finetune",
         raise VitcliError(f"total_steps must be at least 1, got {total_steps}")
     config = _derived(config, len(arrays[0][0]), total_steps)
     strategy = strategy or tf.distribute.get_strategy()
+    groups = trained_variables(model, config)  # layer_decay, freeze
     with strategy.scope():
-        optimizer = make_optimizer(config, total_steps)
-        ensure_built(optimizer, model)
+        optimizer = make_optimizer(config, total_steps, groups.multipliers)
+        ensure_built(optimizer, model, groups.variables)
     step = make_train_step(model, optimizer, strategy, global_batch=len(arrays[0][0]),
                            accum_steps=config.accum_steps,
                            grad_clip_norm=config.grad_clip_norm,
-                           label_smoothing=config.label_smoothing, jit=jit)
+                           label_smoothing=config.label_smoothing, jit=jit,
+                           variables=groups.variables)
     iterator = _distributed_micro_batches(arrays, strategy, config.accum_steps)
     return np.array([float(step(iterator)) for _ in arrays])

@@ -38,6 +38,16 @@ def check_model_flag(name: str, checkpoint: ModelConfig) -> None:
                           hint="drop --model: the architecture is read from the file")
 
 
+def check_switches(config: RunConfig, checkpoint: ModelConfig) -> None:
+    """Refuses a --classifier or --posemb that differs from the checkpoint's (which a run
+    from a checkpoint keeps; docs/reference.md §1.6)."""
+    for name in ("classifier", "posemb"):
+        given, recorded = getattr(config, name), getattr(checkpoint, name)
+        if given is not None and given != recorded:
+            raise VitcliError(f"--{name} {given} does not match the checkpoint's {recorded}",
+                              hint=f"drop --{name}: it is read from the file")
+
+
 def _from_checkpoint(config: RunConfig, num_classes: int,
                      dtype) -> tuple[keras.Model, list[str]]:
     if config.model:
@@ -45,10 +55,11 @@ def _from_checkpoint(config: RunConfig, num_classes: int,
     dropout = 0.0 if config.dropout is None else config.dropout  # docs/reference.md §6.1
     model, report = load_checkpoint_with_report(
         resolve_model_path(config.weights), image_size=config.image_size,
-        num_classes=num_classes, dropout=dropout, dtype=dtype,
+        num_classes=num_classes, dropout=dropout, drop_path=config.drop_path, dtype=dtype,
     )
     if config.model:
         check_model_flag(config.model, report.config)
+    check_switches(config, report.config)
     return model, [f"weights: {config.weights}", *report.lines()]
 
 
@@ -65,10 +76,12 @@ def _from_scratch(config: RunConfig, num_classes: int,
         "num_classes": num_classes,
         "image_size": config.image_size or 224,
         "classifier": config.classifier,
+        "posemb": config.posemb,
         "representation_size": (config.representation_size or row.hidden_size)
         if pre_logits else config.representation_size,
         "dropout": config.dropout if config.dropout is not None
         else (row.dropout if pretraining else 0.0),
+        "drop_path": config.drop_path,
     }
     model = build_vit(decode_variant(config.model, **overrides), dtype=dtype)
     start = "random initialisation" + ("" if pretraining else " (--from-scratch)")
@@ -85,10 +98,15 @@ def model_for_run(config: RunConfig, num_classes: int,
 
 def objective_for_run(model: keras.Model, config: RunConfig):
     """(what the optimizer trains, its micro-batch loss): the classifier itself with the
-    step's default loss (None), or for `mpp` a masked-patch predictor on its layers."""
+    step's default loss (None: softmax) or the sigmoid loss (`train.loss`), or for `mpp` a
+    masked-patch predictor on its layers."""
     check_objective(config)
     if config.objective == "classification":
-        return model, None
+        if config.train.loss != "sigmoid":
+            return model, None
+        from vitcli.train.step import classification_loss
+
+        return model, classification_loss(model, config.train.label_smoothing, "sigmoid")
     from vitcli.train.mpp import masked_patch_training
 
     return masked_patch_training(model, config)

@@ -103,9 +103,14 @@ def restore_state(directory: Path, model, optimizer, repair: bool = False) -> tu
     checkpoint keeps a good one as the previous."""
     path, arrays, extra, damaged = _readable(directory)
     variables = _variables(model, optimizer)
-    if set(variables) != set(arrays):
+    # Optimizer variables are stored by index: other settings (another --freeze: fewer or
+    # more slots) show as other keys or other shapes.
+    if set(variables) != set(arrays) or any(
+            tuple(arrays[key].shape) != tuple(variable.shape)
+            for key, variable in variables.items()):
         raise VitcliError(f"checkpoint in {directory} does not match this model/optimizer",
-                          hint="resume with the same settings, or start a new --out")
+                          hint="resume with the same settings (e.g. --config RUN/config.yaml), "
+                          "or start a new --out")
     for key, variable in variables.items():
         variable.assign(arrays[key])  # a widened bfloat16 narrows back exactly
     warnings = [f"warning: {line}; resuming from {path.name} (step {extra['step']})"

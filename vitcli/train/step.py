@@ -11,22 +11,43 @@ import keras
 import tensorflow as tf
 
 
-def per_example_loss(labels: tf.Tensor, logits: tf.Tensor, label_smoothing: float) -> tf.Tensor:
-    """Softmax cross-entropy against (possibly mixed) one-hot labels, in float32."""
+def per_example_loss(labels: tf.Tensor, logits: tf.Tensor, label_smoothing: float,
+                     loss: str = "softmax") -> tf.Tensor:
+    """Softmax cross-entropy against (possibly mixed) one-hot labels, in float32; with
+    `loss="sigmoid"` the sigmoid cross-entropy of every class against (multi-hot) labels,
+    summed over the classes (big_vision's sigmoid_xent, the paper's pre-training loss).
+    Label smoothing moves every target towards 1/classes in both."""
     logits = tf.cast(logits, tf.float32)
     if label_smoothing:
         classes = tf.cast(tf.shape(labels)[-1], tf.float32)
         labels = labels * (1.0 - label_smoothing) + label_smoothing / classes
+    if loss == "sigmoid":
+        return tf.reduce_sum(
+            tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), axis=-1)
     return tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
-def classification_loss(model: keras.Model, label_smoothing: float = 0.0):
-    """The default `batch_loss` of `make_train_step`: summed cross-entropy of the logits."""
+def classification_loss(model: keras.Model, label_smoothing: float = 0.0,
+                        loss: str = "softmax"):
+    """The default `batch_loss` of `make_train_step` (softmax): summed cross-entropy of the
+    logits; `loss="sigmoid"` for multi-label training."""
     def batch_loss(images, labels, seed):
         logits = model(images, training=True)
-        return tf.reduce_sum(per_example_loss(labels, logits, label_smoothing))
+        return tf.reduce_sum(per_example_loss(labels, logits, label_smoothing, loss))
 
     return batch_loss
+
+
+SEED_STATE = "seed_generator_state"  # the variable of a Keras seed generator (Dropout's)
+
+
+def reseed(states: list, key: tf.Tensor) -> None:
+    """Restarts Keras seed generators (their `SEED_STATE` variables) at states drawn from the
+    (2,) stateless `key`, one per generator."""
+    starts = tf.random.stateless_uniform([len(states)], key, minval=None, maxval=None,
+                                         dtype=tf.int64)
+    for state, start in zip(states, tf.unstack(starts), strict=True):
+        state.assign(tf.cast(tf.stack([start, 0]), state.dtype))
 
 
 def _loss_scale(optimizer):
@@ -38,7 +59,8 @@ def _loss_scale(optimizer):
 
 def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strategy, *,
                     global_batch: int, accum_steps: int = 1, grad_clip_norm: float | None = 1.0,
-                    label_smoothing: float = 0.0, jit: bool = False, batch_loss=None):
+                    label_smoothing: float = 0.0, jit: bool = False, batch_loss=None,
+                    variables=None, seed: int = 0):
     """A tf.function taking a distributed iterator; one call = one optimizer step.
 
     Each replica sums the gradients of `accum_steps` micro-batches (loss scaled by
@@ -53,10 +75,21 @@ def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strat
     classification loss of `model`); `seed` is a (2,) int64 (step, replica x micro-batch
     slot), unique to the micro-batch, from which random objectives (masked patch
     prediction) draw stateless numbers that a resumed run draws again identically.
+
+    `variables` (default: all of `model.trainable_variables`) are those differentiated and
+    updated, the list the optimizer was built on; the others (frozen) are left alone.
+
+    Keras' Dropout layers (dropout, and stochastic depth: vitcli.models.layers.EncoderBlock)
+    draw from seed generators whose state advances with every draw and is not part of a
+    checkpoint. Before each micro-batch the step restarts every one of the model's at a state
+    drawn from (run `seed`, step, slot), so their masks depend on nothing else and a resumed
+    run draws them again identically. (They depend on the slot: on how the global batch is
+    split over replicas and micro-batches, as they always did.)
     """
-    variables = model.trainable_variables
+    variables = model.trainable_variables if variables is None else list(variables)
     scale = _loss_scale(optimizer)
     batch_loss = batch_loss or classification_loss(model, label_smoothing)
+    seed_states = [variable for variable in model.variables if variable.name == SEED_STATE]
 
     def micro_batch_seed(index):
         replica = tf.distribute.get_replica_context().replica_id_in_sync_group
@@ -64,8 +97,12 @@ def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strat
         return tf.stack([tf.cast(steps_done, tf.int64), slot])
 
     def micro_batch_gradients(images, labels, index):
+        slot_seed = micro_batch_seed(index)
+        if seed_states:
+            reseed(seed_states, tf.random.experimental.stateless_fold_in(
+                slot_seed, tf.constant(seed, tf.int64)))
         with tf.GradientTape() as tape:
-            loss = batch_loss(images, labels, micro_batch_seed(index)) / global_batch
+            loss = batch_loss(images, labels, slot_seed) / global_batch
             scaled = loss * tf.cast(scale, tf.float32) if scale is not None else loss
         return loss, tape.gradient(scaled, variables)
 

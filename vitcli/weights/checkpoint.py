@@ -13,13 +13,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vitcli.config import ModelConfig
+from vitcli.config import ModelConfig, canonical_size, size_text
 from vitcli.errors import VitcliError
-from vitcli.models.vit import build_vit, config_from_model
+from vitcli.models.vit import build_vit, config_from_model, validate
 from vitcli.weights.assign import assign_arrays, check_keys, read_arrays
 from vitcli.weights.describe import check_model_size, describe_arrays
 from vitcli.weights.layout import POSEMB_KEY, normalise_layout
-from vitcli.weights.npz import key_map, read_npz, write_npz
+from vitcli.weights.npz import key_map, posemb_record, read_npz, without_records, write_npz
 from vitcli.weights.posemb import resize_posemb
 
 HEAD_KEYS = ("head/kernel", "head/bias")
@@ -41,15 +41,19 @@ class LoadReport:
 
 
 def _resize_posemb(arrays, source: ModelConfig, target: ModelConfig, report: LoadReport):
-    if source.grid_size == target.grid_size:
+    """Each axis of the table's grid interpolated to the target's (height and width apart,
+    so a square checkpoint becomes a non-square model's table; docs/reference.md §5)."""
+    if source.grid_shape == target.grid_shape or source.posemb == "none":
         return arrays
-    resized = resize_posemb(arrays[POSEMB_KEY], target.grid_size,
-                            num_prefix_tokens=target.num_prefix_tokens)
-    report.resized.append(
-        f"position embeddings {source.grid_size}x{source.grid_size} -> "
-        f"{target.grid_size}x{target.grid_size} ({source.image_size} px -> "
-        f"{target.image_size} px)"
-    )
+    old, new = ("x".join(map(str, config.grid_shape)) for config in (source, target))
+    pixels = f"({size_text(source.image_size)} px -> {size_text(target.image_size)} px)"
+    if source.posemb == "sincos2d":  # nothing stored: the model builds its grid's table
+        report.resized.append(f"sincos2d position embeddings computed for {new} {pixels}")
+        return arrays
+    resized = resize_posemb(arrays[POSEMB_KEY], target.grid_shape,
+                            num_prefix_tokens=target.num_prefix_tokens,
+                            old_grid=source.grid_shape)
+    report.resized.append(f"position embeddings {old} -> {new} {pixels}")
     return {**arrays, POSEMB_KEY: resized}
 
 
@@ -63,25 +67,30 @@ def _replace_head(arrays, source: ModelConfig, target: ModelConfig, report: Load
     return arrays
 
 
-def _target_config(source: ModelConfig, image_size, num_classes, dropout) -> ModelConfig:
+def _target_config(source: ModelConfig, image_size, num_classes, dropout,
+                   drop_path=None) -> ModelConfig:
     changes = {} if dropout is None else {"dropout": dropout}
+    if drop_path is not None:
+        changes["drop_path"] = drop_path
     if image_size is not None:
-        changes["image_size"] = image_size
+        changes["image_size"] = canonical_size(image_size)
     if num_classes is not None:
         changes.update(num_classes=num_classes, representation_size=None)
     return source.replace(**changes)
 
 
 def model_from_arrays(arrays: dict[str, np.ndarray], *, name: str = "vit", image_size=None,
-                      num_classes=None, dropout=None,
+                      num_classes=None, dropout=None, drop_path=None,
                       dtype=None) -> tuple[keras.Model, LoadReport]:
     """Builds the model an archive describes (optionally changed) and loads it."""
     arrays = normalise_layout(arrays)
     source = describe_arrays(arrays, name=name)
+    arrays = without_records(arrays)  # what they say is in `source` now
     # Names and size are checked before the model is built: it must cost what the file holds.
     check_keys(arrays, key_map(source))
     check_model_size(arrays, source, name)
-    target = _target_config(source, image_size, num_classes, dropout)
+    target = _target_config(source, image_size, num_classes, dropout, drop_path)
+    validate(target)  # before the resize: a size the patch does not divide has no grid
     report = LoadReport(source=name, config=target)
     arrays = _resize_posemb(arrays, source, target, report)
     keep = frozenset()
@@ -101,34 +110,39 @@ def _load_keras(path: Path) -> keras.Model:
 
 
 def model_arrays(model: keras.Model) -> dict[str, np.ndarray]:
-    """A vitcli model's weights in the official checkpoint layout."""
-    return read_arrays(model, key_map(config_from_model(model)))
+    """A vitcli model's weights in the official checkpoint layout (a sincos2d or none model's
+    with the record of its position embeddings)."""
+    config = config_from_model(model)
+    return {**read_arrays(model, key_map(config)), **posemb_record(config)}
 
 
 def load_checkpoint_with_report(path, *, image_size=None, num_classes=None, dropout=None,
-                                dtype=None) -> tuple[keras.Model, LoadReport]:
+                                drop_path=None, dtype=None) -> tuple[keras.Model, LoadReport]:
     """`load_checkpoint`, also returning what was resized, replaced or dropped."""
     path = Path(path)
     if path.suffix == ".keras":
         model = _load_keras(path)
         config = config_from_model(model)
-        unchanged = (image_size in (None, config.image_size)
+        unchanged = ((image_size is None or canonical_size(image_size) == config.image_size)
                      and num_classes is None  # a given class count always means a new head
-                     and dropout in (None, config.dropout) and dtype is None)
+                     and dropout in (None, config.dropout)
+                     and drop_path in (None, config.drop_path) and dtype is None)
         if unchanged:
             return model, LoadReport(source=str(path), config=config)
         arrays = model_arrays(model)
     else:
         arrays = read_npz(path)
     return model_from_arrays(arrays, name=path.stem, image_size=image_size,
-                             num_classes=num_classes, dropout=dropout, dtype=dtype)
+                             num_classes=num_classes, dropout=dropout, drop_path=drop_path,
+                             dtype=dtype)
 
 
-def load_checkpoint(path, *, image_size: int | None = None, num_classes: int | None = None,
-                    dtype=None) -> keras.Model:
+def load_checkpoint(path, *, image_size: int | tuple[int, int] | None = None,
+                    num_classes: int | None = None, dtype=None) -> keras.Model:
     """The model of an `.npz` (any supported layout) or `.keras` file, built from the file alone.
 
-    `image_size` resizes the position embeddings (align-corners bilinear); `num_classes`
+    `image_size` (a number, or (height, width) for a non-square model) resizes the position
+    embeddings (align-corners bilinear, each axis on its own); `num_classes`
     replaces the head with a zero-initialised one and drops the pre-logits.
     """
     return load_checkpoint_with_report(path, image_size=image_size, num_classes=num_classes,

@@ -7,10 +7,11 @@ import re
 
 import numpy as np
 
-from vitcli.config import ModelConfig, ResNetConfig
+from vitcli.config import ModelConfig, ResNetConfig, canonical_size
 from vitcli.errors import VitcliError
 from vitcli.models.cost import parameter_count
 from vitcli.weights.layout import POSEMB_KEY
+from vitcli.weights.npz import GRID_RECORD, POSEMB_RECORDS
 from vitcli.weights.posemb import square_grid
 
 _BLOCK = re.compile(r"^Transformer/encoderblock_(\d+)/")
@@ -50,15 +51,56 @@ def _depth(arrays: dict[str, np.ndarray]) -> int:
     return len(blocks)
 
 
+def _grid_record(arrays: dict[str, np.ndarray], key: str) -> tuple[int, int]:
+    """A recorded token grid: (height, width), two whole numbers of at least 1."""
+    record = arrays[key]
+    if record.shape != (2,) or record.dtype.kind not in "iu" or min(record) < 1:
+        raise VitcliError(f"'{key}' must be a token grid (height, width) of whole numbers, "
+                          f"got {record.tolist()}")
+    return int(record[0]), int(record[1])
+
+
+def _learned_grid(arrays: dict[str, np.ndarray], classifier: str) -> tuple[int, int]:
+    """A learned table's grid: its rows (less the class row) as a square, unless a
+    non-square model's GRID_RECORD says (height, width)."""
+    patches = _require(arrays, POSEMB_KEY, 3).shape[1] - (classifier == "token")
+    if GRID_RECORD not in arrays:
+        side = square_grid(patches)
+        return side, side
+    height, width = _grid_record(arrays, GRID_RECORD)
+    if height * width != patches:
+        raise VitcliError(f"'{GRID_RECORD}' says a {height}x{width} grid, but the position "
+                          f"embeddings have {patches} patch rows")
+    return height, width
+
+
+def _position_embeddings(arrays: dict[str, np.ndarray],
+                         classifier: str) -> tuple[str, tuple[int, int]]:
+    """(kind, (grid height, grid width)): a learned table's rows (less the class row) form a
+    square grid unless GRID_RECORD gives a non-square one; a sincos2d or none model has no
+    table but its record, (grid height, grid width)."""
+    recorded = [kind for kind, key in POSEMB_RECORDS.items() if key in arrays]
+    if not recorded:
+        return "learned", _learned_grid(arrays, classifier)
+    if len(recorded) > 1 or POSEMB_KEY in arrays:
+        found = ", ".join(([POSEMB_KEY] if POSEMB_KEY in arrays else [])
+                          + [POSEMB_RECORDS[kind] for kind in recorded])
+        raise VitcliError(f"the checkpoint records more than one kind of position embedding "
+                          f"({found})")
+    if GRID_RECORD in arrays:
+        raise VitcliError(f"'{GRID_RECORD}' is the grid of a learned table, but the "
+                          f"checkpoint records {recorded[0]} position embeddings")
+    return recorded[0], _grid_record(arrays, POSEMB_RECORDS[recorded[0]])
+
+
 def describe_arrays(arrays: dict[str, np.ndarray], name: str = "checkpoint") -> ModelConfig:
     """The `ModelConfig` that an official-layout archive was made from."""
     embedding = _require(arrays, "embedding/kernel", 4)
     block = "Transformer/encoderblock_0"
     query = _require(arrays, f"{block}/MultiHeadDotProductAttention_1/query/kernel", 3)
     mlp = _require(arrays, f"{block}/MlpBlock_3/Dense_0/kernel", 2)
-    posemb = _require(arrays, POSEMB_KEY, 3)
     classifier = "token" if "cls" in arrays else "gap"
-    grid = square_grid(posemb.shape[1] - (classifier == "token"))
+    posemb, grid = _position_embeddings(arrays, classifier)
     resnet = _resnet_layout(arrays)
     patch_size = embedding.shape[0]
     stride = patch_size * (resnet.stride if resnet else 1)
@@ -69,9 +111,10 @@ def describe_arrays(arrays: dict[str, np.ndarray], name: str = "checkpoint") -> 
         num_heads=query.shape[1],
         mlp_dim=mlp.shape[1],
         patch_size=patch_size,
-        image_size=grid * stride,
+        image_size=canonical_size((grid[0] * stride, grid[1] * stride)),
         num_classes=arrays["head/kernel"].shape[-1] if "head/kernel" in arrays else 0,
         classifier=classifier,
+        posemb=posemb,
         representation_size=(arrays["pre_logits/kernel"].shape[-1]
                              if "pre_logits/kernel" in arrays else None),
         resnet=resnet,

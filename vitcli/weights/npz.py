@@ -77,7 +77,8 @@ def key_map(config: ModelConfig) -> KeyMap:
     rows += _same("embedding/kernel", "embedding/bias")
     if config.classifier == "token":
         rows.append(("cls", "cls/cls"))
-    rows.append(("Transformer/posembed_input/pos_embedding", "posembed_input/pos_embedding"))
+    if config.posemb == "learned":  # sincos2d and none have no table: see POSEMB_RECORDS
+        rows.append(("Transformer/posembed_input/pos_embedding", "posembed_input/pos_embedding"))
     for index in range(config.depth):
         rows += _encoder_block(index)
     rows += _norm("Transformer/encoder_norm", "encoder_norm")
@@ -86,6 +87,34 @@ def key_map(config: ModelConfig) -> KeyMap:
     if config.num_classes:
         rows += _same("head/kernel", "head/bias")
     return rows
+
+
+# A model whose position embeddings are not a learned table has no table to save; in its
+# place one small int32 array records which kind it is and the token grid (height, width),
+# from which the image size follows (docs/reference.md §4.1).
+POSEMB_RECORDS = {"sincos2d": "Transformer/posembed_input/sincos2d",
+                  "none": "Transformer/posembed_input/none"}
+
+
+# A learned table's rows say how many tokens there are, not their grid: a non-square model's
+# (height != width) is recorded here as (grid height, grid width); a table without this record
+# is a square grid, as in every published checkpoint.
+GRID_RECORD = "Transformer/posembed_input/grid"
+
+
+def posemb_record(config: ModelConfig) -> dict[str, np.ndarray]:
+    """The record array of a sincos2d or none model, or of a non-square learned table's grid;
+    nothing for a square learned table."""
+    grid = np.array(config.grid_shape, np.int32)
+    if config.posemb not in POSEMB_RECORDS:
+        return {GRID_RECORD: grid} if grid[0] != grid[1] and config.posemb == "learned" else {}
+    return {POSEMB_RECORDS[config.posemb]: grid}
+
+
+def without_records(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The weight arrays of an archive: everything but the position-embedding records."""
+    records = {*POSEMB_RECORDS.values(), GRID_RECORD}
+    return {key: value for key, value in arrays.items() if key not in records}
 
 
 # How many bytes of arrays an archive may declare (see `allowed_bytes`).

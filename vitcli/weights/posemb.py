@@ -43,14 +43,23 @@ def _interpolate_axis(values: np.ndarray, new_size: int, axis: int) -> np.ndarra
 
 
 def resize_posemb(posemb: np.ndarray, new_grid: int | tuple[int, int], *,
-                  num_prefix_tokens: int = 1) -> np.ndarray:
-    """Resizes a (1, prefix + g*g, D) or (prefix + g*g, D) table to `new_grid` (int or (h, w))."""
+                  num_prefix_tokens: int = 1,
+                  old_grid: int | tuple[int, int] | None = None) -> np.ndarray:
+    """Resizes a (1, prefix + g*g, D) or (prefix + g*g, D) table to `new_grid` (int or (h, w)).
+
+    The table's own grid is square unless `old_grid` (int or (h, w)) says otherwise."""
     posemb = np.asarray(posemb)
     table = posemb[0] if posemb.ndim == 3 else posemb
     prefix, patches = table[:num_prefix_tokens], table[num_prefix_tokens:]
-    old_side = square_grid(patches.shape[0])
+    if old_grid is None:
+        old_height = old_width = square_grid(patches.shape[0])
+    else:
+        old_height, old_width = _as_pair(old_grid)
+        if old_height * old_width != patches.shape[0]:
+            raise VitcliError(f"{patches.shape[0]} position embeddings do not form a "
+                              f"{old_height}x{old_width} grid")
     new_height, new_width = _as_pair(new_grid)
-    grid = patches.reshape(old_side, old_side, -1).astype(np.float64)
+    grid = patches.reshape(old_height, old_width, -1).astype(np.float64)
     grid = _interpolate_axis(grid, new_height, axis=0)
     grid = _interpolate_axis(grid, new_width, axis=1)
     resized = np.concatenate([prefix, grid.reshape(new_height * new_width, -1).astype(table.dtype)])

@@ -1,5 +1,6 @@
 """A trained model to evaluate, predict with, export or inspect: where it is (a run directory,
-a .keras or .npz file, a named checkpoint or a URL), the model itself, and its class names."""
+a .keras or .npz file, a named checkpoint or a URL), the model itself, its class names, and how
+its logits are read (softmax, or sigmoid for a multi-label model: the loss its run recorded)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from pathlib import Path
 
 import keras
 
+from vitcli.config import LOSSES
 from vitcli.errors import VitcliError
-from vitcli.train.rundir import LABELS_FILE, MODEL_FILE, read_labels
+from vitcli.train.rundir import BEST_FILE, CONFIG_FILE, LABELS_FILE, MODEL_FILE, read_labels
 from vitcli.weights.checkpoint import load_checkpoint_with_report
 
 
@@ -43,3 +45,29 @@ def load_trained(spec: str | Path, dtype=None) -> tuple[keras.Model, list[str] |
         return model, None
     labels = read_labels(path.parent)
     return model, check_labels(labels, model.output_shape[-1], str(path.parent / LABELS_FILE))
+
+
+def run_loss(spec: str | Path) -> str | None:
+    """The training loss recorded by the run that `spec` is (a run directory) or lies in (its
+    model.keras or best.keras): config.yaml's train.loss, "softmax" for runs from before that
+    setting; None for a model outside a run directory."""
+    import yaml
+
+    path = Path(str(spec)).expanduser()
+    folder = path if path.is_dir() else path.parent if path.name in (MODEL_FILE, BEST_FILE) \
+        else None
+    if folder is None or not (folder / CONFIG_FILE).is_file():
+        return None
+    try:
+        config = yaml.safe_load((folder / CONFIG_FILE).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    train = config.get("train") if isinstance(config, dict) else None
+    loss = train.get("loss") if isinstance(train, dict) else None
+    return loss if loss in LOSSES else "softmax"
+
+
+def model_scores(spec: str | Path, given: str | None = None) -> str:
+    """How to read the logits of the model at `spec`: `given` (--scores), else the loss its
+    run trained with, else softmax."""
+    return given or run_loss(spec) or "softmax"

@@ -1,22 +1,23 @@
-"""`vitcli finetune` / `pretrain` end to end on tiny models and data, through the CLI."""
+"""`vitcli finetune` end to end on tiny models and data, through the CLI: the run directory,
+resolution change, recipes, the first update, a folder of corrupt, empty, truncated, misnamed
+and non-image files, and a tensorflow-datasets source."""
 
 from __future__ import annotations
 
 import json
+import shutil
+from functools import partial
 
-import ml_dtypes
 import numpy as np
+import pytest
 import yaml
-from typer.testing import CliRunner
 
 import vitcli
-from vitcli.cli.app import app
+from tests.support.cli import invoke
+from tests.support.images import write_colour_folder
+from tests.support.runs import optimizer_arrays
 
-runner = CliRunner()
-
-
-def finetune(*args):
-    return runner.invoke(app, ["finetune", *map(str, args)])
+finetune = partial(invoke, "finetune")  # `vitcli finetune ARGS`
 
 
 def test_finetune_at_new_resolution_resizes_posemb_exactly(colour_folder, tiny_checkpoint,
@@ -93,24 +94,6 @@ def test_resolution_not_divisible_by_patch_is_refused(colour_folder, tiny_checkp
     assert result.exit_code == 1 and "not a multiple of 8" in result.stderr
 
 
-def test_pretrain_from_scratch_learns_colours(colour_folder, tmp_path):
-    out = tmp_path / "run"
-    result = runner.invoke(app, ["pretrain", "--model", "vit-mu8", "--data", str(colour_folder),
-                                 "--res", "16", "--steps", "40", "--batch", "12", "--lr", "3e-3",
-                                 "--warmup", "5", "--eval-every", "40", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    losses = [r["loss"] for r in records if "loss" in r]
-    assert losses[-1] < losses[0] < 1.5
-    model = vitcli.load_checkpoint(out / "model.keras")
-    assert model.get_layer("pre_logits").units == 96  # tanh pre-logits of width D
-
-
-def optimizer_arrays(run) -> list[np.ndarray]:
-    with np.load(run / "checkpoints" / "state.npz") as state:
-        return [state[key] for key in state.files if key.startswith("optimizer/")]
-
-
 def test_cli_first_update_has_rate_zero_like_the_reference(colour_folder, tiny_checkpoint,
                                                            tmp_path):
     """The schedule is evaluated at the optimizer's count from 0, as optax does: one step
@@ -126,24 +109,86 @@ def test_cli_first_update_has_rate_zero_like_the_reference(colour_folder, tiny_c
     assert any(np.any(array) for array in optimizer_arrays(out) if array.ndim)
 
 
-def test_cli_pretrain_keeps_bfloat16_first_moments(colour_folder, tmp_path):
-    out = tmp_path / "run"
-    result = runner.invoke(app, ["pretrain", "--model", "vit-mu8", "--data", str(colour_folder),
-                                 "--res", "16", "--steps", "2", "--batch", "6", "--warmup", "1",
-                                 "--momentum-dtype", "bfloat16", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    config = yaml.safe_load((out / "config.yaml").read_text())
-    assert config["train"]["momentum_dtype"] == "bfloat16"
-    moments = [array for array in optimizer_arrays(out) if array.ndim and np.any(array)]
-    representable = [np.array_equal(array, array.astype(ml_dtypes.bfloat16).astype(array.dtype))
-                     for array in moments]
-    # Adam's first moments are stored in bfloat16, its second moments in float32.
-    assert any(representable) and not all(representable)
-
-
 def test_cli_refuses_an_unknown_momentum_dtype(colour_folder, tmp_path):
     result = finetune("--model", "vit-mu8", "--data", colour_folder, "--steps", 1,
                       "--momentum-dtype", "float16", "--out", tmp_path / "run")
     assert result.exit_code != 0
     assert "unknown momentum dtype 'float16'" in result.output
     assert not (tmp_path / "run").exists()
+
+
+# -- bad data folders --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def messy_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITCLI_HOME", str(tmp_path / "home"))
+    root = write_colour_folder(tmp_path / "messy", per_class=6)
+    good = (root / "red" / "0.png").read_bytes()
+    (root / "red" / "empty.png").write_bytes(b"")
+    (root / "red" / "truncated.png").write_bytes(good[: len(good) // 2])
+    (root / "green" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (root / "green" / "notes.txt").write_text("not an image")
+    (root / "blue" / "PHOTO.JPEG").write_bytes(good)  # a PNG named .JPEG: still an image
+    return root
+
+
+def finetune_from_scratch(data, out, *extra):
+    return finetune("--model", "vit-mu8", "--from-scratch", "--data", data, "--res", 16,
+                    "--steps", 1, "--batch", 6, "--out", out, *extra)
+
+
+def test_bad_files_are_listed_in_one_warning_and_skipped(messy_folder, tmp_path):
+    result = finetune_from_scratch(messy_folder, tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if "unreadable" in line]
+    assert len(warnings) == 1
+    for name in ("empty.png", "truncated.png", "corrupt.jpg", "notes.txt"):
+        assert name in result.output
+    assert "PHOTO.JPEG" not in result.output and "Traceback" not in result.output
+
+
+def test_strict_turns_bad_files_into_one_line_error(messy_folder, tmp_path):
+    result = finetune_from_scratch(messy_folder, tmp_path / "run", "--strict")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+
+@pytest.mark.parametrize("case", ["empty_class", "no_images", "missing_path", "a_file"])
+def test_unusable_folders_are_one_line_errors(messy_folder, tmp_path, case):
+    if case == "empty_class":
+        (messy_folder / "purple").mkdir()
+        data = messy_folder
+    elif case == "no_images":
+        data = tmp_path / "nothing"
+        (data / "cats").mkdir(parents=True)
+        (data / "cats" / "readme.txt").write_text("no images here")
+    elif case == "missing_path":
+        data = tmp_path / "absent"
+    else:
+        data = messy_folder / "red" / "0.png"
+    result = finetune_from_scratch(data, tmp_path / "run")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    shutil.rmtree(tmp_path / "run", ignore_errors=True)
+
+
+# -- a tensorflow-datasets source -------------------------------------------------------------
+
+
+def test_finetune_on_tfds_source_via_mock_data(tmp_path, mnist_metadata_dir):
+    import tensorflow_datasets as tfds
+
+    out = tmp_path / "run"
+    tfds_flags = ("--data", "tfds:mnist", "--data-dir", mnist_metadata_dir)
+    with tfds.testing.mock_data(num_examples=12, data_dir=mnist_metadata_dir):
+        result = invoke("finetune", "--model", "vit-mu4", "--from-scratch", *tfds_flags,
+                        "--res", "28", "--steps", "2", "--batch", "8", "--out", out)
+        assert result.exit_code == 0, result.output
+        assert (out / "labels.txt").read_text().split() == [str(i) for i in range(10)]
+        report = invoke("evaluate", out, *tfds_flags, "--json")
+    assert report.exit_code == 0, report.output
+    assert json.loads(report.stdout)["num_examples"] == 12

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import csv
+from functools import partial
 
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from vitcli.cli.inspect import app
+from tests.support import cli
 
-runner = CliRunner()
-
-
-def invoke(*arguments):
-    return runner.invoke(app, [str(argument) for argument in arguments])
+invoke = partial(cli.invoke, "inspect")  # `vitcli inspect ARGS`
 
 
 def assert_png(path) -> None:
