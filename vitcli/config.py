@@ -168,7 +168,7 @@ class Rule:
         return " or ".join([*self.words, text])
 
 
-_PAIR = re.compile(r"(\d+)(?:\s*[xX]\s*(\d+))?")  # "384", "384x512"
+_PAIR = re.compile(r"(-?\d+)(?:\s*[xX]\s*(-?\d+))?")  # "384", "384x512"
 
 
 def image_shape(size) -> tuple[int, int]:
@@ -566,6 +566,8 @@ def _checked(cls, field: dataclasses.Field, value, origin: str | None):
     """`value` for `field` of `cls`, coerced to its type; a one-line error naming the
     setting and where it came from when it is not one."""
     rule = field.metadata["rule"]
+    if rule.pair and isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        value = int(value)  # a plain --res 0 is reported as the number it is
     try:
         return rule.coerce(value)
     except UnknownChoice:

@@ -72,7 +72,8 @@ def test_flags_reach_the_config_and_default_to_off(captured_run):
     assert recorded["data"]["random_erasing"] == 0.25
 
 
-def test_help_shows_the_config_defaults():
+def test_help_shows_the_config_defaults(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # one option per line: rich does not wrap the help
     text = invoke("finetune", "--help").output
     for option, default in (("--drop-path", RunConfig.drop_path),
                             ("--cutmix", DataConfig.cutmix),

@@ -59,9 +59,8 @@ EvalCrop = Annotated[str | None, typer.Option(
                                      "centre crop).", DataConfig.eval_crop),
     rich_help_panel=DATA)]
 Resolution = Annotated[str | None, typer.Option(
-    "--res", help=with_default(f"Image size, a multiple of the patch size, at most "
-                               f"{MAX_IMAGE_SIZE}; HEIGHTxWIDTH (e.g. 384x512) for a "
-                               "non-square one; position embeddings are resized to match.",
+    "--res", help=with_default(f"Image size or HEIGHTxWIDTH, multiples of the patch size, "
+                               f"at most {MAX_IMAGE_SIZE}; position embeddings are resized.",
                                f"the checkpoint's resolution, else {ModelConfig.image_size}"),
     rich_help_panel=MODEL)]
 ModelArgument = Annotated[Path, typer.Argument(

@@ -85,8 +85,8 @@ class TrainedVariables:
                          f"{len(self.variables)} trained")
         if layer_decay != 1:
             smallest = min(self.multipliers.values(), default=1.0)
-            parts.append(f"layer-wise rate decay {layer_decay:g}: head x1 down to "
-                         f"embeddings x{smallest:.3g}")
+            parts.append(f"layer-wise rate decay {layer_decay:g}: the rate x{smallest:.3g} "
+                         "(lowest trained layer) to x1 (head)")
         return "; ".join(parts) or None
 
 
