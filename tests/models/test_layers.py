@@ -21,6 +21,7 @@ from vitcli.models.layers import (
     MultiHeadSelfAttention,
     PatchEmbedding,
     PositionEmbedding,
+    SinCosPositionEmbedding,
     TokenPooling,
 )
 from vitcli.models.resnet import BottleneckUnit, ResNetStage, StdConv
@@ -30,6 +31,7 @@ BATTERY_CASES = {
     "patch_embedding": (lambda: PatchEmbedding(32, 4), (2, 16, 16, 3)),
     "class_token": (lambda: ClassToken(), (2, 5, 32)),
     "position_embedding": (lambda: PositionEmbedding(), (2, 5, 32)),
+    "sincos_position_embedding": (lambda: SinCosPositionEmbedding(1), (2, 17, 32)),
     "attention": (lambda: MultiHeadSelfAttention(4), (2, 5, 32)),
     "attention_with_dropout": (lambda: MultiHeadSelfAttention(2, dropout=0.1), (2, 5, 32)),
     "mlp": (lambda: MlpBlock(64, dropout=0.1), (2, 5, 32)),

@@ -29,3 +29,13 @@ def test_schedule_peaks_at_end_of_warmup_and_ends_at_zero():
     values = [float(schedule(step)) for step in range(101)]
     assert int(np.argmax(values)) == 10 and values[10] == pytest.approx(1.0)
     assert values[100] == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize("decay", ["cosine", "linear"])
+def test_no_warmup_starts_at_the_full_rate_like_the_reference(decay):
+    """The reference applies the ramp only when there is a warm-up: step 0 has the base rate."""
+    schedule = WarmupDecay(0.03, 0, 100, decay)
+    for step in (0, 1, 50, 99, 100):
+        progress = step / 100
+        shape = 0.5 * (1 + math.cos(math.pi * progress)) if decay == "cosine" else 1 - progress
+        assert float(schedule(step)) == pytest.approx(0.03 * shape, rel=1e-5, abs=1e-9), step

@@ -59,8 +59,8 @@ EvalCrop = Annotated[str | None, typer.Option(
                                      "centre crop).", DataConfig.eval_crop),
     rich_help_panel=DATA)]
 Resolution = Annotated[str | None, typer.Option(
-    "--res", help=with_default(f"Image size or HEIGHTxWIDTH, multiples of the patch size, "
-                               f"at most {MAX_IMAGE_SIZE}; position embeddings are resized.",
+    "--res", help=with_default(f"Image size or HEIGHTxWIDTH, multiples of the patch, at most "
+                               f"{MAX_IMAGE_SIZE}; resizes position embeddings.",
                                f"the checkpoint's resolution, else {ModelConfig.image_size}"),
     rich_help_panel=MODEL)]
 ModelArgument = Annotated[Path, typer.Argument(

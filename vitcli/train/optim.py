@@ -43,7 +43,9 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
-        warmup = ops.minimum(1.0, step / max(self.warmup_steps, 1))
+        # No warm-up means none at all (the reference multiplies by the ramp only `if
+        # warmup_steps`): the first update then uses the full rate, not 0/1.
+        warmup = ops.minimum(1.0, step / self.warmup_steps) if self.warmup_steps else 1.0
         span = max(self.total_steps - self.warmup_steps, 1)
         progress = ops.clip((step - self.warmup_steps) / span, 0.0, 1.0)
         if self.decay == "cosine":

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from vitcli.config import RunConfig, canonical_size
 from vitcli.data.pipeline import train_dataset
-from vitcli.data.sources import TFDS, DataSource, open_source, parse_source
+from vitcli.data.sources import MANIFEST, TFDS, DataSource, open_source, parse_source
 from vitcli.errors import VitcliError
 from vitcli.files import DiskFullError, is_full_disk, terminate_as_interrupt
 from vitcli.train import defaults
@@ -46,7 +46,8 @@ from vitcli.train.validation import make_validator
 def default_run_directory(config: RunConfig) -> Path:
     source = parse_source(config.data.source)
     name = source.name.rstrip("/")
-    name = name if source.kind == TFDS else Path(name).name
+    name = name if source.kind == TFDS else Path(name).stem if source.kind == MANIFEST \
+        else Path(name).name
     return Path("runs") / f"{name or 'run'}-{config.command}"
 
 
