@@ -55,12 +55,9 @@ class Row:
     usage: bool = False  # typer's own usage error (exit 2), not vitcli's one line
 
 
-def row(name: str, argv: str, expected: str, *, setup: str | None = None, usage: bool = False,
-        owner: str | None = None):
-    """One table row; `owner` marks behaviour another area is still fixing."""
-    marks = [pytest.mark.xfail(reason=f"owned by {owner}; pending", strict=False)] if owner \
-        else []
-    return pytest.param(Row(argv, expected, setup, usage), id=name, marks=marks)
+def row(name: str, argv: str, expected: str, *, setup: str | None = None, usage: bool = False):
+    """One table row."""
+    return pytest.param(Row(argv, expected, setup, usage), id=name)
 
 
 def train(extra: str, command: str = "finetune") -> str:

@@ -102,6 +102,15 @@ def test_multipliers_follow_the_formula(kind):
         assert any(path.startswith("block1/unit1/") for path in groups.multipliers)
 
 
+def assert_each_moved_by_its_rate(model, optimizer, variables, images, labels, grads):
+    """After one plain step at rate 0.1: w1 - w0 = -0.1 x the layer's multiplier x g."""
+    deltas = one_step(model, optimizer, variables, images, labels)
+    want = expected_multipliers(2, DECAY)
+    for path, delta in deltas.items():
+        if not path.endswith(NO_EFFECT):
+            assert_moved_by(delta, -0.1 * want[path.split("/")[0]] * grads[path], path)
+
+
 def test_one_sgd_step_moves_each_variable_by_its_rate():
     """Momentum 0, a constant rate, no clipping: w1 - w0 = -lr x multiplier x g."""
     keras.utils.clear_session()
@@ -111,11 +120,7 @@ def test_one_sgd_step_moves_each_variable_by_its_rate():
     groups = trained_variables(model, TrainConfig(layer_decay=DECAY))
     optimizer = ReferenceSGD(0.1, momentum=0.0, rate_multipliers=groups.multipliers)
     optimizer.build(groups.variables)
-    deltas = one_step(model, optimizer, groups.variables, images, labels)
-    want = expected_multipliers(2, DECAY)
-    for path, delta in deltas.items():
-        if not path.endswith(NO_EFFECT):
-            assert_moved_by(delta, -0.1 * want[path.split("/")[0]] * grads[path], path)
+    assert_each_moved_by_its_rate(model, optimizer, groups.variables, images, labels, grads)
 
 
 def test_loss_scale_wrapper_keeps_the_multipliers():
@@ -131,11 +136,7 @@ def test_loss_scale_wrapper_keeps_the_multipliers():
     assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     optimizer.build(groups.variables)
     assert min(optimizer.inner_optimizer.variable_multipliers) == DECAY**3
-    deltas = one_step(model, optimizer, groups.variables, images, labels)
-    want = expected_multipliers(2, DECAY)
-    for path, delta in deltas.items():
-        if not path.endswith(NO_EFFECT):
-            assert_moved_by(delta, -0.1 * want[path.split("/")[0]] * grads[path], path)
+    assert_each_moved_by_its_rate(model, optimizer, groups.variables, images, labels, grads)
 
 
 def test_adamw_scales_the_whole_update_weight_decay_included():
