@@ -17,6 +17,7 @@ from vitcli.models import resnet as resnet_layers
 from vitcli.models.layers import (
     ClassToken,
     EncoderBlock,
+    LayerNorm,
     MlpBlock,
     MultiHeadSelfAttention,
     PatchEmbedding,
@@ -36,6 +37,7 @@ BATTERY_CASES = {
     "attention_with_dropout": (lambda: MultiHeadSelfAttention(2, dropout=0.1), (2, 5, 32)),
     "mlp": (lambda: MlpBlock(64, dropout=0.1), (2, 5, 32)),
     "encoder_block": (lambda: EncoderBlock(4, 64, dropout=0.1, attention_dropout=0.1), (2, 5, 32)),
+    "layer_norm": (lambda: LayerNorm(dtype="float32"), (2, 5, 32)),
     "token_pooling": (lambda: TokenPooling("token"), (2, 5, 32)),
     "gap_pooling": (lambda: TokenPooling("gap"), (2, 5, 32)),
     "std_conv": (lambda: StdConv(32, 3, strides=2), (2, 9, 9, 16)),

@@ -16,14 +16,18 @@ REQUIRED_BASE_KEYS = frozenset({"name", "dtype", "trainable"})
 
 
 def init_arguments(cls) -> set[str]:
-    """The named arguments of the nearest `__init__` that `cls` defines itself (not Layer's)."""
+    """The named arguments of the nearest `__init__` in `cls`'s ancestry below Layer that
+    names any (one taking only **kwargs passes them all up)."""
     for klass in cls.__mro__:
         if klass is keras.layers.Layer:
             return set()
         if "__init__" in vars(klass):
             parameters = inspect.signature(klass.__init__).parameters.values()
-            return {parameter.name for parameter in parameters if parameter.name != "self"
-                    and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)}
+            named = {parameter.name for parameter in parameters if parameter.name != "self"
+                     and parameter.kind not in (parameter.VAR_POSITIONAL,
+                                                parameter.VAR_KEYWORD)}
+            if named:
+                return named
     return set()
 
 

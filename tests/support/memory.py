@@ -40,3 +40,10 @@ def peak_growth_during(action, interval: float = 0.001) -> int:
     """Peak resident memory above the starting level while `action` runs."""
     before, peak = rss_during(action, interval)
     return peak - before
+
+
+def tensorflow_allocated_bytes() -> int:
+    """Bytes TensorFlow's CPU allocator holds now (its own count, not the process's RSS)."""
+    import tensorflow as tf
+
+    return tf.config.experimental.get_memory_info("CPU:0")["current"]

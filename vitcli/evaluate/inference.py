@@ -11,13 +11,25 @@ _FORWARD_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def forward_function(model):
-    """The compiled inference call (training=False) of `model`, traced once and reused."""
+    """The compiled inference call (training=False) of `model`: traced once per image shape
+    and dtype for any batch size (a last partial batch is not traced again)."""
     if model not in _FORWARD_FUNCTIONS:
-        @tf.function(reduce_retracing=True)
+        @tf.function(autograph=False)
         def forward(images):
             return model(images, training=False)
 
-        _FORWARD_FUNCTIONS[model] = forward
+        traced = {}
+
+        def call(images):
+            images = tf.convert_to_tensor(images)
+            key = (tuple(images.shape[1:]), images.dtype)
+            if key not in traced:
+                spec = tf.TensorSpec((None, *key[0]), key[1])
+                traced[key] = forward.get_concrete_function(spec)
+            return traced[key](images)
+
+        call.traced_function = forward  # its tracing count, for tests
+        _FORWARD_FUNCTIONS[model] = call
     return _FORWARD_FUNCTIONS[model]
 
 

@@ -14,6 +14,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from vitcli.models import fused
+
 LAYER_NORM_EPSILON = 1e-6
 NUMERICALLY_SENSITIVE_DTYPE = "float32"
 
@@ -22,11 +24,28 @@ def serializable(cls):
     return keras.saving.register_keras_serializable(package="vitcli")(cls)
 
 
-def layer_norm(name: str) -> layers.LayerNormalization:
+@serializable
+class LayerNorm(layers.LayerNormalization):
+    """Keras' LayerNormalization over the last axis (same weights `gamma`/`beta`, the same
+    values to float32 round-off) as one compiled kernel (vitcli.models.fused): normalises in
+    float32 whatever the input's dtype and returns the input's dtype; in training its
+    hand-written gradient keeps only the input and two per-token statistics."""
+
+    def __init__(self, epsilon: float = LAYER_NORM_EPSILON, **kwargs):
+        kwargs.setdefault("autocast", False)  # the cast happens inside, after the save
+        super().__init__(axis=-1, epsilon=epsilon, **kwargs)
+
+    def call(self, inputs, training=None):
+        return fused.layer_norm(inputs, self.gamma, self.beta, self.epsilon,
+                                training=bool(training))
+
+    def get_config(self):  # always the last axis, with scale and offset
+        return {**layers.Layer.get_config(self), "epsilon": self.epsilon}
+
+
+def layer_norm(name: str) -> LayerNorm:
     """The reference's LayerNorm: epsilon 1e-6 (Keras' default is 1e-3), computed in float32."""
-    return layers.LayerNormalization(
-        epsilon=LAYER_NORM_EPSILON, name=name, dtype=NUMERICALLY_SENSITIVE_DTYPE
-    )
+    return LayerNorm(name=name, dtype=NUMERICALLY_SENSITIVE_DTYPE)
 
 
 def xavier_uniform_for(fan_in: int, fan_out: int) -> keras.initializers.Initializer:
@@ -243,7 +262,9 @@ class MlpBlock(layers.Layer):
         self.dense_1.build((*input_shape[:-1], self.mlp_dim))
 
     def call(self, tokens, training=None):
-        hidden = keras.activations.gelu(self.dense_0(tokens), approximate=True)
+        # Dense_0's matmul, then its bias and the GELU as one compiled kernel
+        hidden = fused.bias_gelu(ops.matmul(tokens, self.dense_0.kernel), self.dense_0.bias,
+                                 training=bool(training))
         hidden = self.drop(hidden, training=training)
         return self.drop(self.dense_1(hidden), training=training)
 
@@ -290,13 +311,13 @@ class EncoderBlock(layers.Layer):
             sublayer.build(input_shape)
 
     def call(self, tokens, training=None, return_attention=False):
-        normed = ops.cast(self.norm_0(tokens), tokens.dtype)
+        normed = self.norm_0(tokens)
         attended = self.attention(normed, training=training, return_attention=return_attention)
         if return_attention:
             attended, weights = attended
         attended = self.drop(attended, training=training)
         tokens = tokens + self.drop_attention_branch(attended, training=training)
-        normed = ops.cast(self.norm_2(tokens), tokens.dtype)
+        normed = self.norm_2(tokens)
         tokens = tokens + self.drop_mlp_branch(self.mlp(normed, training=training),
                                                training=training)
         return (tokens, weights) if return_attention else tokens

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from vitcli.config import (
     CLASSIFIERS,
@@ -89,6 +89,8 @@ def build_vit(config: ModelConfig, dtype=None) -> keras.Model:
             drop_path=drop_path_rate(config.drop_path, index, config.depth),
             name=f"encoderblock_{index}", dtype=dtype,
         )(x)
+    if x.dtype != NUMERICALLY_SENSITIVE_DTYPE:  # the last LayerNorm feeds the float32 head
+        x = ops.cast(x, NUMERICALLY_SENSITIVE_DTYPE)
     x = layer_norm("encoder_norm")(x)
     x = TokenPooling(config.classifier, name="pooling", dtype=NUMERICALLY_SENSITIVE_DTYPE)(x)
     if config.representation_size:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vitcli.clock import seconds_since_start
 from vitcli.config import TrainConfig
 from vitcli.train.callbacks import TrainingCallbacks
 from vitcli.train.rundir import BEST_FILE, RunDirectory
@@ -37,11 +38,15 @@ class _Throughput:
         self.global_batch = global_batch
         self.reset()
 
-    def reset(self):
+    def reset(self, first_step_seconds: float | None = None):
         self.start, self.steps = time.perf_counter(), 0
+        # a window of only the first (tracing) step reports that step's own rate
+        self.first_step_seconds = first_step_seconds
 
     def images_per_second(self) -> float:
         elapsed = time.perf_counter() - self.start
+        if self.steps == 0 and self.first_step_seconds:
+            return self.global_batch / self.first_step_seconds
         return self.steps * self.global_batch / elapsed if elapsed > 0 else 0.0
 
 
@@ -69,23 +74,42 @@ def _validate(job: TrainingJob, step: int, best, callbacks: TrainingCallbacks):
     return best
 
 
+def _first_step(job: TrainingJob, callbacks: TrainingCallbacks, losses: list) -> dict:
+    """Runs the first step of this process (tracing included) and says when it finished,
+    counted from the process's start; returns those figures for metrics.jsonl."""
+    started = time.perf_counter()
+    losses.append(float(job.train_step(job.iterator)))
+    call = time.perf_counter() - started
+    since_start = seconds_since_start()
+    callbacks.on_message(f"first step done {since_start:.1f} s after start "
+                         f"(the step itself {call:.1f} s, tracing included)")
+    line = job.after_first_step() if job.after_first_step else None
+    if line:
+        callbacks.on_message(line)
+    return {"first_step_seconds": round(since_start, 2),
+            "first_step_call_seconds": round(call, 2)}
+
+
 def run_loop(job: TrainingJob, start_step: int, callbacks: TrainingCallbacks,
              best: float | None = None) -> dict:
     """Runs steps start_step+1 .. total_steps. Ctrl-C checkpoints, then re-raises."""
     config, meter, step, losses = job.train, _Throughput(job.global_batch), start_step, []
+    start_up = {}  # the first step's timing, logged with the first record
     try:
         while step < job.total_steps:
-            losses.append(job.train_step(job.iterator))
-            step, meter.steps = step + 1, meter.steps + 1
-            if step == start_step + 1 and job.after_first_step:
-                line = job.after_first_step()
-                if line:
-                    callbacks.on_message(line)
+            if step == start_step:
+                start_up = _first_step(job, callbacks, losses)
+                meter.reset(start_up["first_step_call_seconds"])  # the steady state's rate
+            else:
+                losses.append(job.train_step(job.iterator))
+                meter.steps += 1
+            step += 1
             if step % config.log_every == 0 or step == job.total_steps:
                 loss = float(np.mean([float(value) for value in losses]))
                 record = {"step": step, "epoch": round(step / job.steps_per_epoch, 3),
                           "loss": loss, "lr": float(job.schedule(step - 1)),
-                          "images_per_sec": round(meter.images_per_second(), 2)}
+                          "images_per_sec": round(meter.images_per_second(), 2), **start_up}
+                start_up = {}
                 if not np.isfinite(loss):
                     callbacks.on_message(f"warning: loss is {loss} at step {step}")
                 callbacks.on_log(record)

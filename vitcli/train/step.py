@@ -144,9 +144,12 @@ def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strat
 
     with strategy.scope():
         steps_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="steps_done")
-    compiled_replica_step = tf.function(replica_step, jit_compile=True) if jit else replica_step
+    compiled_replica_step = (tf.function(replica_step, jit_compile=True, autograph=False)
+                             if jit else replica_step)
 
-    @tf.function
+    # Plain Python control flow only (the loops above are explicit tf.while_loop): without
+    # autograph's conversion of every call the first trace takes about half the time.
+    @tf.function(autograph=False)
     def train_step(iterator):
         micro_batches = [next(iterator) for _ in range(accum_steps)]
         losses = strategy.run(compiled_replica_step, args=(micro_batches,))
