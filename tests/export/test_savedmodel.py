@@ -56,6 +56,23 @@ def test_layout_labels_asset_and_result(exported):
     assert [child.name for child in result.path.parent.iterdir()] == ["1"]  # no leftovers
 
 
+def test_the_graph_holds_no_xla_compiled_function(exported):
+    """vitcli's own inference compiles LayerNorm and GELU with XLA; an export must not (TF
+    Serving builds and converters without XLA could not run it), and uses plain ops."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((exported("savedmodel").path / "saved_model.pb").read_bytes())
+    graph = saved.meta_graphs[0].graph_def
+    nodes = [*graph.node, *(node for function in graph.library.function
+                            for node in function.node_def)]
+    assert any(node.op == "Tanh" for node in nodes)  # the GELU is there, as plain ops
+    compiled = [node.name for node in nodes if node.attr["_XlaMustCompile"].b]
+    compiled += [function.signature.name for function in graph.library.function
+                 if function.attr["_XlaMustCompile"].b]
+    assert not compiled
+
+
 def test_serving_default_in_a_fresh_process_matches_keras(model, exported, tmp_path):
     """Encoded PNG/JPEG bytes in, the Keras model's answer on the same decoded images out."""
     images = encoded_test_images()

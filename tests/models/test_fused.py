@@ -13,7 +13,6 @@ import pytest
 import tensorflow as tf
 
 from vitcli.models import fused
-from vitcli.models.layers import LayerNorm
 
 
 def composite_layer_norm(x, gamma, beta, epsilon):
@@ -62,7 +61,7 @@ def test_layer_norm_gradients_equal_autodiff_of_the_definition(offset, portable)
     want, want_grads = gradients(lambda *a: composite_layer_norm(*a, 1e-6), [x, gamma, beta],
                                  tf.constant(upstream))
     np.testing.assert_allclose(mine, want, atol=2e-6)
-    for got, expected, name in zip(mine_grads, want_grads, ("x", "gamma", "beta")):
+    for got, expected, name in zip(mine_grads, want_grads, ("x", "gamma", "beta"), strict=True):
         scale = np.abs(expected).max()
         np.testing.assert_allclose(got, expected, atol=2e-6 * scale, err_msg=name)
 
@@ -77,7 +76,7 @@ def test_bias_gelu_gradients_equal_autodiff_of_the_definition(portable):
                                      tf.constant(upstream, tf.float32))
     want, want_grads = gradients(composite_bias_gelu, [h, bias], tf.constant(upstream))
     np.testing.assert_allclose(mine, want, atol=2e-6)
-    for got, expected, name in zip(mine_grads, want_grads, ("h", "bias")):
+    for got, expected, name in zip(mine_grads, want_grads, ("h", "bias"), strict=True):
         np.testing.assert_allclose(got, expected, atol=3e-6 * np.abs(expected).max(),
                                    err_msg=name)
 

@@ -19,6 +19,7 @@ from vitcli.export.savedmodel import next_version
 from vitcli.export.staging import locked_folder, staged
 from vitcli.export.targets import check_protected, check_replaceable
 from vitcli.files import reports_full_disk
+from vitcli.models import fused
 
 DEFAULT_FILE_NAME = "model"
 
@@ -137,8 +138,9 @@ def export_model(model: keras.Model, fmt: str, out, *, labels: list[str],
         check_replaceable(fmt, destination, overwrite)
         with staged(destination) as temporary:
             log(f"writing {fmt} to {destination}")
-            details = _write(model, fmt, temporary, labels, eval_crop, top_k, scores,
-                             threshold)
+            with fused.portable():  # exported graphs hold no XLA-compiled function
+                details = _write(model, fmt, temporary, labels, eval_crop, top_k, scores,
+                                 threshold)
             if verify:
                 check = _verify(model, fmt, temporary, destination, labels, eval_crop, log,
                                 scores, threshold)
