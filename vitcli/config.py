@@ -500,7 +500,8 @@ class RunConfig:
     strategy: str = setting("auto", str, choices=STRATEGIES, what="strategy")
     tpu: str | None = setting(None, str, optional=True, what="TPU address")  # "local" on a TPU VM
     precision: str = setting("auto", str, choices=PRECISIONS, what="precision")
-    jit: bool = setting(False, bool, what="XLA compilation")  # of the training step
+    # XLA for the whole training step: True, False or "auto" (vitcli.train.precision.resolve_jit)
+    jit: bool | str = setting("auto", bool, words=("auto",), what="XLA compilation")
     data: DataConfig = DataConfig()
     train: TrainConfig = FINETUNE_DEFAULTS
     mpp: MaskedPatchConfig = MaskedPatchConfig()

@@ -10,6 +10,7 @@ import pytest
 
 import vitcli
 from tests.support.cli import invoke
+from vitcli.train import precision
 
 
 def train(data, out, *extra):
@@ -47,3 +48,50 @@ def test_jit_compiled_step_matches_graph_step(colour_folder, tmp_path):
     plain_losses = [record["loss"] for record in plain if "loss" in record]
     jit_losses = [record["loss"] for record in jitted if "loss" in record]
     np.testing.assert_allclose(jit_losses, plain_losses, rtol=1e-3)
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu vme avx2 avx512f avx512_vnni {extra} arch_capabilities
+"""
+
+
+@pytest.mark.parametrize(("extra", "feature"), [
+    ("amx_bf16 amx_tile avx512_bf16", "amx_bf16"), ("avx512_bf16", "avx512_bf16"),
+    ("amx_int8", None), ("", None)])
+def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path, monkeypatch, extra, feature):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(CPUINFO.format(extra=extra))
+    flags = precision.cpu_flags(cpuinfo)
+    assert {"avx2", "avx512f"} <= flags and "avx512" not in flags
+    found = next((flag for flag in precision.NATIVE_BF16_FLAGS if flag in flags), None)
+    assert found == feature
+    monkeypatch.setattr(precision, "native_bf16_feature", lambda: feature)
+    assert precision.resolve_precision("auto", "cpu") == ("bf16" if feature else "fp32")
+    assert precision.resolve_precision("fp32", "cpu") == "fp32"
+    line = precision.describe_compute("auto", "bf16" if feature else "fp32", "auto", False, "cpu")
+    assert (feature or "no native bfloat16") in line and "XLA off (auto on CPU)" in line
+
+
+def test_cpu_flags_of_a_missing_file_are_empty(tmp_path):
+    assert precision.cpu_flags(tmp_path / "absent") == frozenset()
+
+
+def test_auto_precision_and_xla_elsewhere():
+    assert precision.resolve_precision("auto", "tpu") == "bf16"
+    assert precision.resolve_precision("auto", "gpu") == "fp16"
+    assert precision.resolve_jit("auto", "cpu") is False
+    assert precision.resolve_jit("auto", "gpu") is False
+    assert precision.resolve_jit("auto", "tpu") is True
+    assert precision.resolve_jit(True, "cpu") is True
+
+
+def test_the_plan_says_what_auto_chose(colour_folder):
+    result = invoke("pretrain", "--model", "vit-mu8", "--data", colour_folder, "--res", 16,
+                    "--steps", 2, "--dry-run")
+    assert result.exit_code == 0, result.output
+    feature = precision.native_bf16_feature()
+    expected = (f"compute: bf16 (auto: this CPU has {feature})" if feature else
+                "compute: fp32 (auto: this CPU has no native bfloat16 matmul)")
+    assert expected in result.output and "whole-step XLA off (auto on CPU)" in result.output

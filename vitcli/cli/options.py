@@ -87,11 +87,15 @@ Strategy = Annotated[str | None, typer.Option(
 Tpu = Annotated[str | None, typer.Option(
     "--tpu", help="TPU address ('local' on a TPU VM).", rich_help_panel=SCALE)]
 Precision = Annotated[str | None, typer.Option(
-    "--precision", help=with_default("auto (bf16 on TPU, fp16 on GPU, fp32 on CPU), fp32, bf16 "
-                                     "or fp16.", RunConfig.precision), rich_help_panel=SCALE)]
+    "--precision", help=with_default("auto (bf16 on TPU, fp16 on GPU; on a CPU bf16 where it has "
+                                     "native bfloat16 matmuls, AMX or AVX512-BF16, else fp32), "
+                                     "fp32, bf16 or fp16.", RunConfig.precision),
+    rich_help_panel=SCALE)]
 Jit = Annotated[bool | None, typer.Option(
-    "--jit/--no-jit", help=with_default("XLA-compile the training step.",
-                                        switch_default("jit", RunConfig.jit)),
+    "--jit/--no-jit", help=with_default(
+        "XLA-compile the whole training step (LayerNorm and GELU are always compiled kernels). "
+        "Neither given: auto, off on CPU and GPU (on a CPU measured slower than the "
+        "compiled kernels alone), always on on TPU.", "auto"),
     rich_help_panel=SCALE)]
 
 

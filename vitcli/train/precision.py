@@ -77,3 +77,29 @@ def wrap_optimizer(optimizer, precision: str):
 
 def base_optimizer(optimizer):
     return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+def resolve_jit(jit: bool | str, device: str) -> bool:
+    """Whether the whole training step is XLA-compiled. `auto`: on TPU (TPUStrategy compiles
+    it anyway); off on a CPU, where measured (benchmarks/profile.md) the whole-step XLA
+    trained slower than vitcli's compiled LayerNorm/GELU kernels around oneDNN's matmuls
+    (vit-ti16 18.5 vs 20.1 img/s, vit-s16 6.4 vs 7.1) and added 4-5 s to the first step;
+    off on a GPU, where it is not measured."""
+    if isinstance(jit, bool):
+        return jit
+    return device == "tpu"
+
+
+def describe_compute(precision_setting: str, precision: str, jit_setting: bool | str,
+                     jit: bool, device: str) -> str:
+    """The plan's line on precision and XLA, with why when vitcli chose them."""
+    why = ""
+    if precision_setting == "auto":
+        feature = native_bf16_feature() if device == "cpu" else None
+        why = {"cpu": f" (auto: this CPU has {feature})" if feature
+               else " (auto: this CPU has no native bfloat16 matmul)"}.get(
+                   device, f" (auto on {device.upper()})")
+    xla = "whole-step XLA on" if jit else "whole-step XLA off"
+    if jit_setting == "auto":
+        xla += f" (auto on {device.upper()})"
+    return f"compute: {precision}{why}; {xla}; LayerNorm and GELU as compiled kernels"

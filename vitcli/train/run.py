@@ -30,8 +30,10 @@ from vitcli.train.loop import TrainingJob, ensure_built, run_loop
 from vitcli.train.optim import make_optimizer
 from vitcli.train.precision import (
     base_optimizer,
+    describe_compute,
     device_kind,
     dtype_policy,
+    resolve_jit,
     resolve_precision,
     wrap_optimizer,
 )
@@ -133,7 +135,11 @@ def prepare_run(config: RunConfig, callbacks: TrainingCallbacks | None = None) -
     source = _open_data(config, callbacks)
     config, loss_lines = _derive_loss(config, source)
     config, schedule_lines = _derive_schedule(config, source.split("train").num_examples)
-    precision = resolve_precision(config.precision, device_kind(strategy))
+    device = device_kind(strategy)
+    precision = resolve_precision(config.precision, device)
+    jit = resolve_jit(config.jit, device)
+    compute_line = describe_compute(config.precision, precision, config.jit, jit, device)
+    config = dataclasses.replace(config, jit=jit)
     keras.utils.set_random_seed(config.train.seed)
     from vitcli.train.memory import remat_scope
 
@@ -142,7 +148,7 @@ def prepare_run(config: RunConfig, callbacks: TrainingCallbacks | None = None) -
         # `trained` is `model`, or with --objective mpp the predictor built on its layers.
         trained, batch_loss = objective_for_run(model, config)
     config, crop_line = _derive_crop(config, source)
-    batch = plan_batch(config, model, strategy, precision, device_kind(strategy))
+    batch = plan_batch(config, model, strategy, precision, device)
     config = dataclasses.replace(config, train=dataclasses.replace(
         config.train, accum_steps=batch.accum_steps))
     if weights_line:  # the published checkpoint, said in full where the loader names it
@@ -150,7 +156,7 @@ def prepare_run(config: RunConfig, callbacks: TrainingCallbacks | None = None) -
                       for line in load_lines]
     groups = trained_variables(trained, config.train)  # refuses a --freeze beyond the depth
     groups_line = groups.describe(config.train.layer_decay, config.train.freeze)
-    lines = [*loss_lines, *schedule_lines, crop_line, f"batch: {batch.describe()}",
+    lines = [*loss_lines, *schedule_lines, crop_line, compute_line, f"batch: {batch.describe()}",
              *([f"parameters: {groups_line}"] if groups_line else [])]
     return PreparedRun(config=config, strategy=strategy, source=source, precision=precision,
                        model=model, trained=trained, batch_loss=batch_loss, batch=batch,
