@@ -142,6 +142,7 @@ def kernel_table(xplane_file: str, seconds: float) -> dict:
     return {
         "step_seconds": round(seconds, 3),
         "kernel_ms_total": round(sum(by_type.values()), 1),
+        "kernel_calls": sum(count.values()),
         "by_type_ms": {key: [round(value, 1), count[key]]
                        for key, value in by_type.most_common(20)},
         "by_phase_ms": {key: round(value, 1) for key, value in by_phase.most_common()},

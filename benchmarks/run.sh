@@ -70,4 +70,5 @@ fi
 PYTHONPATH=benchmarks/torchvision_standin "$PY" benchmarks/check_standin.py
 "$PY" benchmarks/throughput.py "${QUICK[@]}" "${THROUGHPUT_ARGS[@]}"
 "$PY" benchmarks/pipeline.py "${QUICK[@]}"
+"$PY" benchmarks/startup.py
 echo "results: benchmarks/results.md, benchmarks/results.json"

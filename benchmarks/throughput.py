@@ -48,17 +48,21 @@ class Config:
 
     framework: str  # vitcli | timm | keras-hub
     precision: str = "fp32"  # fp32 | bf16
-    jit: bool = False
+    jit: bool = False  # vitcli: the whole training step XLA-compiled (--jit)
+    compiled: bool = False  # timm: torch.compile'd (inference only: its training compile
+    # takes minutes per model on 2 cores)
 
     @property
     def label(self) -> str:
-        return f"{self.framework} {self.precision}{' XLA' if self.jit else ''}"
+        return (f"{self.framework} {self.precision}{' XLA' if self.jit else ''}"
+                f"{' torch.compile' if self.compiled else ''}")
 
 
+# bf16 with whole-step XLA is left out: XLA:CPU ran it at 0.53-0.63x timm (benchmarks/profile.md).
 CONFIGS = [
-    Config("vitcli", "fp32", False), Config("timm", "fp32"), Config("keras-hub", "fp32"),
-    Config("vitcli", "fp32", True), Config("vitcli", "bf16", False), Config("timm", "bf16"),
-    Config("vitcli", "bf16", True),
+    Config("vitcli", "fp32"), Config("timm", "fp32"), Config("timm", "fp32", compiled=True),
+    Config("keras-hub", "fp32"), Config("vitcli", "fp32", jit=True), Config("vitcli", "bf16"),
+    Config("timm", "bf16"), Config("timm", "bf16", compiled=True),
 ]
 
 
@@ -92,11 +96,16 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def time_steps(step, warmup: int, timed: int, first_warmup=None) -> list[float]:
-    """Runs `warmup` untimed steps (the first through `first_warmup` when given), then returns
-    the seconds of each of `timed` steps; `step()` returns only once its work is done."""
+def time_steps(step, warmup: int, timed: int, first_warmup=None,
+               first: list | None = None) -> list[float]:
+    """Runs `warmup` untimed steps (the first through `first_warmup` when given; its seconds
+    appended to `first`), then returns the seconds of each of `timed` steps; `step()`
+    returns only once its work is done."""
     for index in range(warmup):
+        start = time.perf_counter()
         (first_warmup or step)() if index == 0 else step()
+        if index == 0 and first is not None:
+            first.append(time.perf_counter() - start)
     seconds = []
     for _ in range(timed):
         start = time.perf_counter()
@@ -189,6 +198,7 @@ def timm_steps(variant: str, config: Config):
 
     torch.manual_seed(0)
     model = timm.create_model(TIMM_NAMES[variant], num_classes=NUM_CLASSES)
+    forward = torch.compile(model) if config.compiled else model  # Inductor, C++ on CPU
     images = torch.rand(BATCH, 3, IMAGE_SIZE, IMAGE_SIZE) * 2 - 1
     labels = torch.randint(0, NUM_CLASSES, (BATCH,))
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
@@ -200,7 +210,7 @@ def timm_steps(variant: str, config: Config):
     def infer():
         model.eval()
         with torch.inference_mode(), autocast():
-            return model(images).float().sum().item()
+            return forward(images).float().sum().item()
 
     def train():
         model.train()
@@ -246,8 +256,10 @@ def standin_guard():
 
 
 def run_worker(spec: dict) -> dict:
-    config = Config(spec["framework"], spec["precision"], spec["jit"])
+    config = Config(spec["framework"], spec["precision"], spec["jit"], spec["compiled"])
     steps = Steps(**spec["steps"])
+    if config.compiled:  # inference only (see Config)
+        steps = Steps(0, 0, max(steps.infer_warmup, 1), steps.infer_timed)
     guard = None
     if config.framework == "timm":
         import torch
@@ -262,12 +274,16 @@ def run_worker(spec: dict) -> dict:
         infer, train = maker(spec["model"], config)
     wrap = guard[0] if guard else (lambda step: step)
     result = {"rss_after_build_mib": peak_rss_mib()}
+    first_infer, first_train = [], []
     result["infer_seconds"] = time_steps(infer, steps.infer_warmup, steps.infer_timed,
-                                         wrap(infer))
+                                         wrap(infer), first_infer)
     result["infer_peak_rss_mib"] = peak_rss_mib()
     result["train_seconds"] = time_steps(train, steps.train_warmup, steps.train_timed,
-                                         wrap(train))
+                                         wrap(train), first_train)
     result["train_peak_rss_mib"] = peak_rss_mib()
+    # the first call of each phase: tracing / compilation and the step itself
+    result["first_infer_seconds"] = first_infer[0] if first_infer else None
+    result["first_train_seconds"] = first_train[0] if first_train else None
     if guard:
         result["standin"] = guard[1]()
     return result
@@ -310,6 +326,43 @@ def run_peak_worker(library: str) -> dict:
     xa, xb = torch.rand(PEAK_N, PEAK_N), torch.rand(PEAK_N, PEAK_N)
     ya, yb = xa.bfloat16(), xb.bfloat16()
     return {"torch_fp32": best(lambda: xa @ xb), "torch_bf16": best(lambda: ya @ yb)}
+
+
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
+             "amx_bf16", "amx_int8")
+
+
+def cpu_facts() -> dict:
+    """The CPU's model name, the ISA features that matter to matmul kernels, and whether
+    TensorFlow runs its oneDNN kernels."""
+    from vitcli.train.precision import cpu_flags, native_bf16_feature
+
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = cpu_flags()
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
+    return {"model": model, "isa": [flag for flag in ISA_FLAGS if flag in flags],
+            "native_bf16": native_bf16_feature(), "onednn": onednn}
+
+
+def run_kernels_worker() -> dict:
+    """Which TensorFlow kernels run vitcli's matmuls, from one profiled vit-ti16 step."""
+    set_tf_threads()
+    from profile_step import vitcli_profile
+
+    profile = vitcli_profile("vit-ti16")
+    counts = {name: calls for name, (_, calls) in profile["by_type_ms"].items()}
+    matmuls = {name: calls for name, calls in counts.items() if "MatMul" in name}
+    library = ("oneDNN" if any(name.startswith("_Mkl") for name in matmuls)
+               else "Eigen" if matmuls else "unknown")
+    return {"matmul_kernels": matmuls, "library": library,
+            "kernel_calls": profile["kernel_calls"]}
 
 
 def measure_peak(log) -> dict:
@@ -416,6 +469,8 @@ class Row:
                                                / peak_gflops, 4),
                 "peak_rss_mib": round(max(run[f"{phase}_peak_rss_mib"] for run in self.runs
                                           if "error" not in run)),
+                "first_step_seconds": round(max(run.get(f"first_{phase}_seconds") or 0.0
+                                                for run in self.runs if "error" not in run), 2),
             }
         return out
 
@@ -432,7 +487,7 @@ def run_all(models: list[str], steps: dict, rounds: dict, log) -> dict:
             for row in model_rows:
                 payload = {"kind": "model", "model": model, "framework": row.config.framework,
                            "precision": row.config.precision, "jit": row.config.jit,
-                           "steps": asdict(steps[model])}
+                           "compiled": row.config.compiled, "steps": asdict(steps[model])}
                 log(f"[{time.time() - started:6.0f}s] {model} round {round_index + 1}: "
                     f"{row.config.label}")
                 result = spawn(payload, row.config.framework, log)
@@ -450,7 +505,7 @@ def run_all(models: list[str], steps: dict, rounds: dict, log) -> dict:
 
 
 def _rate(seconds: list[float]) -> str:
-    return f"{BATCH / statistics.median(seconds):.1f} img/s"
+    return f"{BATCH / statistics.median(seconds):.1f} img/s" if seconds else "-"
 
 
 def ratios(rows: list[dict]) -> list[dict]:
@@ -459,17 +514,28 @@ def ratios(rows: list[dict]) -> list[dict]:
     by_key = {(row["model"], row["label"]): row for row in rows}
     for model in dict.fromkeys(row["model"] for row in rows):
         for precision in ("fp32", "bf16"):
-            timm = by_key.get((model, f"timm {precision}"))
-            for label in (f"vitcli {precision}", f"vitcli {precision} XLA"):
-                mine = by_key.get((model, label))
-                if not timm or not mine:
-                    continue
-                entry = {"model": model, "vitcli": label, "timm": f"timm {precision}"}
-                for phase in ("train", "infer"):
-                    if phase in mine and phase in timm:
-                        entry[phase] = round(mine[phase]["images_per_second"]
-                                             / timm[phase]["images_per_second"], 3)
-                out.append(entry)
+            for versus in (f"timm {precision}", f"timm {precision} torch.compile"):
+                out += _ratios_against(by_key, model, precision, versus)
+    return out
+
+
+def _ratios_against(by_key: dict, model: str, precision: str, versus: str) -> list[dict]:
+    """vitcli's configurations of `precision` / the `versus` row, per phase both have."""
+    out = []
+    timm = by_key.get((model, versus))
+    for label in (f"vitcli {precision}", f"vitcli {precision} XLA"):
+        mine = by_key.get((model, label))
+        if not timm or not mine:
+            continue
+        entry = {"model": model, "vitcli": label, "timm": versus}
+        for phase in ("train", "infer"):
+            if phase in mine and phase in timm:
+                entry[phase] = round(mine[phase]["images_per_second"]
+                                     / timm[phase]["images_per_second"], 3)
+        if "train" in mine and "train" in timm:
+            entry["train_rss"] = round(mine["train"]["peak_rss_mib"]
+                                       / timm["train"]["peak_rss_mib"], 3)
+        out.append(entry)
     return out
 
 
@@ -487,6 +553,11 @@ def markdown(report: dict, command: str) -> str:
         f"{peak['numpy_fp32']}, TF {peak['tensorflow_fp32']}, torch {peak['torch_fp32']} "
         f"GFLOP/s -> **{peak['fp32_peak_gflops']} GFLOP/s** used below "
         f"(bf16 matmul: TF {peak['tensorflow_bf16']}, torch {peak['torch_bf16']} GFLOP/s).  ",
+        f"CPU: {report['cpu']['model']}; ISA: {', '.join(report['cpu']['isa']) or 'none listed'}"
+        f"; native bf16 matmul: {'yes' if report['cpu']['native_bf16'] else 'no'}; TensorFlow "
+        f"oneDNN: {'on' if report['cpu']['onednn'] else 'off'}.  ",
+        f"TensorFlow kernels of vitcli's matmuls (one profiled vit-ti16 training step): "
+        f"{_kernels(report.get('kernels', {}))}.  ",
         f"Total time: {report['seconds']} s (waits for a quiet machine included: "
         f"BENCH_QUIET_WAIT={QUIET_WAIT_SECONDS:g} s per configuration, "
         f"BENCH_RETRIES={RETRIES}).", "",
@@ -496,29 +567,45 @@ def markdown(report: dict, command: str) -> str:
         "phase (imports and model included); other load = the most CPU cores that processes "
         "outside the benchmark used during the configuration's runs (above "
         f"{QUIET_LOAD} the figures are disturbed).", "",
-        "| model | configuration | train img/s | train % peak | infer img/s | infer % peak "
-        "| peak RSS infer (MiB) | peak RSS train (MiB) | timed steps (train/infer) "
+        "| model | configuration | train img/s | train % peak | train % TF fp32 ceiling "
+        "| infer img/s | infer % peak | peak RSS infer (MiB) | peak RSS train (MiB) "
+        "| first train step (s) | first infer step (s) | timed steps (train/infer) "
         "| other load (cores) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    tf_share = peak["fp32_peak_gflops"] / peak["tensorflow_fp32"]
     for row in report["rows"]:
         if "error" in row and "train" not in row:
             lines.append(f"| {row['model']} | {row['label']} | failed: {row['error'][:60]} "
-                         "| | | | | | | |")
+                         "| | | | | | | | | | |")
             continue
         train, infer = row.get("train", {}), row.get("infer", {})
+        tf_ceiling = (f"{100 * train['fraction_of_fp32_peak'] * tf_share:.1f}%"
+                      if train and row["precision"] == "fp32" else "")
         lines.append(
             f"| {row['model']} | {row['label']} | {train.get('images_per_second', '')} "
-            f"| {_percent(train)} | {infer.get('images_per_second', '')} | {_percent(infer)} "
-            f"| {infer.get('peak_rss_mib', '')} | {train.get('peak_rss_mib', '')} "
+            f"| {_percent(train)} | {tf_ceiling} | {infer.get('images_per_second', '')} "
+            f"| {_percent(infer)} | {infer.get('peak_rss_mib', '')} "
+            f"| {train.get('peak_rss_mib', '')} | {train.get('first_step_seconds', '')} "
+            f"| {infer.get('first_step_seconds', '')} "
             f"| {train.get('timed_steps', '')}/{infer.get('timed_steps', '')} "
             f"| {row['max_foreign_load_cores']:.2f} |")
-    lines += ["", "vitcli / timm (images/s ratio, same precision):", "",
-              "| model | vitcli | vs | train | infer |", "|---|---|---|---:|---:|"]
+    lines += ["", "vitcli / timm (images/s and training peak RSS ratios, same precision):", "",
+              "| model | vitcli | vs | train | infer | peak RSS train |",
+              "|---|---|---|---:|---:|---:|"]
     for entry in report["ratios"]:
         lines.append(f"| {entry['model']} | {entry['vitcli']} | {entry['timm']} "
-                     f"| {entry.get('train', '')} | {entry.get('infer', '')} |")
+                     f"| {entry.get('train', '')} | {entry.get('infer', '')} "
+                     f"| {entry.get('train_rss', '')} |")
     return "\n".join(lines) + "\n"
+
+
+def _kernels(kernels: dict) -> str:
+    if "error" in kernels or not kernels:
+        return f"not profiled ({kernels.get('error', 'skipped')})"
+    names = ", ".join(f"`{name}` x{count}" for name, count in kernels["matmul_kernels"].items())
+    return (f"{names} ({kernels['library']}); {kernels['kernel_calls']} TensorFlow kernel calls "
+            f"per step")
 
 
 def _percent(phase: dict) -> str:
@@ -537,8 +624,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.worker:
         spec = json.loads(args.worker)
-        result = (run_peak_worker(spec["library"]) if spec["kind"] == "peak"
-                  else run_worker(spec))
+        workers = {"peak": lambda: run_peak_worker(spec["library"]),
+                   "kernels": run_kernels_worker, "model": lambda: run_worker(spec)}
+        result = workers[spec["kind"]]()
         print("RESULT " + json.dumps(result), flush=True)
         return
     steps = QUICK_STEPS if args.quick else FULL_STEPS
@@ -546,6 +634,8 @@ def main(argv: list[str] | None = None) -> None:
     steps = {model: steps.get(model, FULL_STEPS[model]) for model in models}
     rounds = {model: args.rounds for model in models}
     report = run_all(models, steps, rounds, lambda text: print(text, flush=True))
+    report["cpu"] = cpu_facts()
+    report["kernels"] = spawn({"kind": "kernels"}, "kernels", lambda text: print(text, flush=True))
     report["machine"] = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} "
                          f"cores, {platform.system()} {platform.release()}, "
                          f"Python {platform.python_version()}")
