@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,16 +34,17 @@ BUNDLED = ROOT / "examples" / "data" / "fashion-mnist"
 SECTION_TITLE = "## First training step"
 RUNS = {
     "demo pre-training (vit-mu7, 21 px)": [
-        "--config", str(ROOT / "examples/recipes/fashion-mnist-pretrain.yaml"), "--steps", "3"],
+        "--config", "examples/recipes/fashion-mnist-pretrain.yaml", "--steps", "3"],
     "vit-b16, 224 px, batch 32": [
         "--model", "vit-b16", "--res", "224", "--steps", "2", "--batch", "32", "--accum", "1"],
 }
 
 
 def train_only_copy(directory: Path) -> Path:
-    """The bundled training images alone (no val split: no validation pass at the end)."""
-    (directory / "train").symlink_to(BUNDLED / "train", target_is_directory=True)
-    return directory
+    """A copy of the bundled training images alone (no val split: no validation pass at the
+    end; vitcli does not follow symbolic links into a data folder)."""
+    shutil.copytree(BUNDLED / "train", directory / "data" / "train")
+    return directory / "data"
 
 
 def first_step(arguments: list[str], code: Path | None, out: Path) -> dict:
@@ -56,7 +58,7 @@ def first_step(arguments: list[str], code: Path | None, out: Path) -> dict:
     wait_until_quiet()
     with LoadMeter() as meter:
         started = time.perf_counter()
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, cwd=code or ROOT,
                                    stderr=subprocess.PIPE, text=True)
         seen = None
         while process.poll() is None and seen is None:

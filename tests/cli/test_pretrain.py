@@ -25,6 +25,12 @@ def test_pretrain_from_scratch_learns_colours(colour_folder, tmp_path):
     assert losses[-1] < losses[0] < 1.5
     model = vitcli.load_checkpoint(out / "model.keras")
     assert model.get_layer("pre_logits").units == 96  # tanh pre-logits of width D
+    # the first step's wait, said at the start and kept with the first metrics record
+    first, *later = [r for r in records if "loss" in r]
+    assert 0 < first["first_step_call_seconds"] <= first["first_step_seconds"] < 600
+    assert not any("first_step_seconds" in record for record in later)
+    said = f"first step done {first['first_step_seconds']:.1f} s after start"
+    assert said in result.output
 
 
 def test_cli_pretrain_keeps_bfloat16_first_moments(colour_folder, tmp_path):
