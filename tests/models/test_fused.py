@@ -182,7 +182,7 @@ def twenty_steps(stock: bool, monkeypatch) -> np.ndarray:
     if stock:
         use_stock_ops(monkeypatch)
     keras.utils.set_random_seed(3)
-    model = vitcli.build_model("vit-ti16", num_classes=5, image_size=32)
+    model = vitcli.build_model("vit-mu8", num_classes=5, image_size=32)
     rng = np.random.default_rng(4)
     two = [(rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), rng.integers(0, 5, 8))
            for _ in range(2)]
