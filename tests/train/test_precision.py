@@ -117,5 +117,5 @@ def test_bf16_matches_fp32_accuracy_on_the_bundled_data(tmp_path):
         assert evaluated.exit_code == 0, evaluated.output
         accuracy[name] = json.loads(evaluated.output[evaluated.output.index("{"):])["top1"]
     print(f"test top-1: fp32 {accuracy['fp32']:.3f}, bf16 {accuracy['bf16']:.3f}")
-    assert accuracy["fp32"] > 0.4  # it learned (10 classes): the comparison is not between two guesses
+    assert accuracy["fp32"] > 0.4  # it learned (10 classes): not a comparison of guesses
     assert accuracy["bf16"] >= accuracy["fp32"] - BUNDLED_MARGIN
