@@ -94,12 +94,13 @@ def describe_compute(precision_setting: str, precision: str, jit_setting: bool |
                      jit: bool, device: str) -> str:
     """The plan's line on precision and XLA, with why when vitcli chose them."""
     why = ""
-    if precision_setting == "auto":
-        feature = native_bf16_feature() if device == "cpu" else None
-        why = {"cpu": f" (auto: this CPU has {feature})" if feature
-               else " (auto: this CPU has no native bfloat16 matmul)"}.get(
-                   device, f" (auto on {device.upper()})")
-    xla = "whole-step XLA on" if jit else "whole-step XLA off"
+    if precision_setting == "auto" and device != "cpu":
+        why = f" (auto on {device.upper()})"
+    elif precision_setting == "auto":
+        feature = native_bf16_feature()
+        why = (f" (auto: this CPU has {feature})" if feature
+               else " (auto: this CPU has no native bfloat16 matmul)")
+    xla = f"whole-step XLA {'on' if jit else 'off'}"
     if jit_setting == "auto":
         xla += f" (auto on {device.upper()})"
     return f"compute: {precision}{why}; {xla}; LayerNorm and GELU as compiled kernels"

@@ -148,7 +148,8 @@ def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strat
                              if jit else replica_step)
 
     # Plain Python control flow only (the loops above are explicit tf.while_loop): without
-    # autograph's conversion of every call the first trace takes about half the time.
+    # autograph's conversion of every call the first trace is shorter (vit-ti16: 3.0-3.6 s
+    # instead of 3.7-5.5 s, benchmarks/profile.md).
     @tf.function(autograph=False)
     def train_step(iterator):
         micro_batches = [next(iterator) for _ in range(accum_steps)]
