@@ -1,6 +1,15 @@
 """File helpers shared by every command: atomic writes (files and folders), the cache home,
 a full disk as one line, an exclusive directory lock, and SIGTERM taken like Ctrl-C so
-interrupted work cleans up."""
+interrupted work cleans up.
+
+Every helper takes local paths and URLs (`vitcli.storage`). Locally a write goes to a
+temporary beside its destination and is renamed into place (atomic). An object store such as
+Cloud Storage has no atomic rename, but an object appears only once its upload is complete:
+so a file is written locally, uploaded to a temporary object and copied onto its name (a
+reader sees the old file or the whole new one), and a folder (a SavedModel) is written
+locally and uploaded file by file with the file a reader opens first (`saved_model.pb`)
+last, so a reader that finds that file finds the rest too. Object stores have no locks:
+`DirectoryLock` does nothing there (two runs must not share one bucket folder)."""
 
 from __future__ import annotations
 
@@ -9,7 +18,9 @@ import errno
 import fcntl
 import json
 import os
+import posixpath
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -21,11 +32,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vitcli.errors import VitcliError
+from vitcli.storage import RemotePath, copy_file, files_below, is_url, location, remove_tree
 
 LOCK_FILE = ".vitcli.lock"
 # errno values (and their messages, for errors re-raised as text) meaning "the disk is full".
 FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 FULL_DISK_MESSAGES = ("No space left on device", "Disk quota exceeded")
+# Uploaded last when a folder is published to an object store: what readers open first.
+FINISHING_FILES = ("saved_model.pb",)
 
 
 def home_dir() -> Path:
@@ -86,13 +100,41 @@ def _sync(path: str | Path) -> None:
         os.close(descriptor)
 
 
-def remove_path(path: str | Path) -> None:
-    """Removes a file or a folder tree, if there is one."""
-    path = Path(path)
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+def remove_path(path) -> None:
+    """Removes a file or a folder tree (on any file system), if there is one."""
+    remove_tree(path)
+
+
+def upload_order(names: list[str]) -> list[str]:
+    """Relative file names in the order a folder is uploaded: FINISHING_FILES last."""
+    return sorted(names, key=lambda name: posixpath.basename(name) in FINISHING_FILES)
+
+
+def _upload_folder(local: Path, path: RemotePath) -> None:
+    """Copies the files of `local` below `path` in `upload_order`."""
+    for name in upload_order(files_below(local)):
+        target = path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        copy_file(local / name, target)
+
+
+def _publish(local: Path, path: RemotePath, before_replace=None) -> None:
+    """Puts the finished local file or folder `local` at the URL `path` so that no reader
+    sees half of it (see the module's docstring); a folder replaces what was there."""
+    if local.is_dir():
+        if before_replace is not None:
+            before_replace()
+        remove_tree(path)
+        _upload_folder(local, path)
+        return
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(4)}{path.suffix}"
+    try:
+        copy_file(local, temporary)
+        if before_replace is not None:
+            before_replace()
+        temporary.replace(path)
+    finally:
+        without_interruption(lambda: remove_tree(temporary))
 
 
 def without_interruption(clean_up) -> None:
@@ -109,10 +151,14 @@ def without_interruption(clean_up) -> None:
         raise KeyboardInterrupt
 
 
-def move_into_place(temporary: str | Path, path: str | Path, before_replace=None) -> None:
+def move_into_place(temporary: str | Path, path, before_replace=None) -> None:
     """Renames the finished `temporary` (beside `path`, so the rename is atomic) onto `path`,
     a file's data flushed to the disk first; `before_replace()` runs just before the rename
-    (checkpoint rotation), so the window without a `path` is as short as can be."""
+    (checkpoint rotation), so the window without a `path` is as short as can be. For a URL
+    `path`, `temporary` is local and is published (`_publish`)."""
+    if is_url(path):
+        _publish(Path(temporary), location(path), before_replace)
+        return
     if os.path.isfile(temporary):  # a folder (SavedModel) has no data of its own to flush
         _sync(temporary)
     if before_replace is not None:
@@ -140,8 +186,16 @@ def write_atomically(path: str | Path, write, before_replace=None) -> Path:
 
     The temporary (`.NAME.<random>.SUFFIX`, same folder, so the rename is atomic) is removed on
     any failure; `before_replace()` runs once the new file is complete, just before the
-    rename (checkpoint rotation). A full disk is a DiskFullError naming `path`.
+    rename (checkpoint rotation). A full disk is a DiskFullError naming `path`. A URL `path`
+    is written to a local temporary and published (module docstring).
     """
+    if is_url(path):
+        path = location(path)
+        with reports_full_disk(path), local_temporary(path.name) as temporary:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write(str(temporary))
+            _publish(temporary, path, before_replace)
+        return path
     path = Path(path)
     with reports_full_disk(path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,6 +207,17 @@ def write_atomically(path: str | Path, write, before_replace=None) -> Path:
             # mkstemp creates 0600; give the result the permissions a plain open() would.
             os.chmod(temporary, 0o666 & ~_current_umask())
     return path
+
+
+@contextlib.contextmanager
+def local_temporary(name: str) -> Iterator[Path]:
+    """A local path called `name` in a fresh temporary folder, removed with all it holds
+    after the block: where a file or folder bound for an object store is written first."""
+    folder = tempfile.mkdtemp(prefix="vitcli-")
+    try:
+        yield Path(folder) / name
+    finally:
+        without_interruption(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 def is_temporary_of(name: str, file_name: str) -> bool:
@@ -181,13 +246,15 @@ class DirectoryLock:
     stale file never blocks anyone. The file names the holder (pid, host, command) for the
     one-line refusal the next locker gets."""
 
-    def __init__(self, directory: str | Path, what: str = "directory"):
-        self.directory = Path(directory)
+    def __init__(self, directory, what: str = "directory"):
+        self.directory = location(directory)
         self.path = self.directory / LOCK_FILE
         self.what = what
         self._descriptor: int | None = None
 
     def acquire(self) -> DirectoryLock:
+        if is_url(self.directory):
+            return self  # object stores have no locks (module docstring)
         while self._descriptor is None:
             descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:

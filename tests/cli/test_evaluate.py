@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support.cli import invoke, one_error_line
+from tests.support.cli import invoke, one_error_line, runner
 from tests.support.images import COLOUR_CLASSES as COLOURS
 from tests.support.images import write_colour_folder
-from vitcli.config import DataConfig
+from vitcli.cli.app import app
+from vitcli.config import DataConfig, RunConfig
 from vitcli.data.sources import open_source
 from vitcli.evaluate.evaluation import headline
 
@@ -119,3 +120,27 @@ def test_an_unknown_split_is_one_line(run_dir, plain_folder):
     result = invoke("evaluate", run_dir, "--data", plain_folder, "--split", "bogus")
     assert "unknown split 'bogus'" in one_error_line(result)
     assert "hint: use train, val, test, all" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_strategy_is_training_s_option(run_dir, plain_folder, command):
+    """The same --strategy as training: its help and default, its one-line error."""
+    where = ["--data", plain_folder] if command == "evaluate" else [plain_folder]
+    message = one_error_line(invoke(command, run_dir, *where, "--strategy", "bogus"))
+    assert "unknown strategy 'bogus'" in message
+    help_text = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).stdout
+    line = next(line for line in help_text.splitlines() if "--strategy" in line)
+    assert f"[default: {RunConfig.strategy}]" in line and "--tpu" in help_text
+
+
+def test_a_tpu_strategy_without_a_tpu_is_training_s_error_before_any_reading(plain_folder,
+                                                                            tmp_path):
+    """Neither the model nor the data exist: the strategy is chosen before either is read."""
+    absent = tmp_path / "absent"
+    training = one_error_line(invoke("finetune", "--model", "vit-mu8", "--from-scratch",
+                                     "--data", plain_folder, "--steps", 1, "--out",
+                                     tmp_path / "run", "--strategy", "tpu"))
+    assert training.startswith("error: no tpu found at")
+    evaluating = invoke("evaluate", absent / "model.keras", "--data", absent, "--strategy", "tpu")
+    predicting = invoke("predict", absent / "model.keras", plain_folder, "--strategy", "tpu")
+    assert one_error_line(evaluating) == one_error_line(predicting) == training

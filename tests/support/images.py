@@ -126,3 +126,15 @@ def write_black_png(path: Path, width: int, height: int, rows_per_block: int = 1
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
                      + _png_chunk(b"IDAT", stream) + _png_chunk(b"IEND", b""))
+
+
+def upload_folder(local: Path, url: str):
+    """Copies the folder `local` to `url` (e.g. ram://data) file by file; returns the URL's
+    path (vitcli.storage.location)."""
+    from vitcli.storage import copy_file, files_below, location
+
+    target = location(url)
+    for name in files_below(local):
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        copy_file(local / name, target / name)
+    return target

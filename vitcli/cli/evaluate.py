@@ -16,6 +16,7 @@ from vitcli.cli.console import console, print_json, reports_errors
 from vitcli.cli.options import with_default
 from vitcli.config import SPLIT_NAMES, RunConfig, ScoringConfig, check_value, data_config
 from vitcli.errors import VitcliError
+from vitcli.storage import location
 
 SPLITS = (*SPLIT_NAMES, "all")  # all: every image of a plain class folder
 
@@ -93,11 +94,12 @@ def evaluate_command(
     few_shot: Annotated[str | None, typer.Option(  # parse_shots: a tuple of ints
         "--few-shot", parser=parse_shots, metavar="N,N,...", help=with_default(
             "Linear few-shot probes, e.g. 1,5,10,25 shots per class.", "none"))] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help=with_default(
+    out: Annotated[Path | None, typer.Option("--out", "-o", parser=location, help=with_default(
         "Folder for confusion.csv/.png.", "eval-<split>/ next to the model"))] = None,
     data_dir: opt.DataDir = None, train_split: opt.TrainSplit = None,
     val_split: opt.ValSplit = None, test_split: opt.TestSplit = None,
     eval_crop: opt.EvalCrop = None, precision: opt.Precision = None,
+    strategy: opt.Strategy = None, tpu: opt.Tpu = None,
     threshold: opt.Threshold = None, as_json: opt.Json = False,
 ) -> None:
     """Evaluate a model: top-1, top-5, loss, per-class accuracy, confusion matrix; on
@@ -115,12 +117,14 @@ def evaluate_command(
     if batch is not None and batch < 1:
         raise VitcliError(f"--batch must be at least 1, not {batch}")
     threshold = check_value(ScoringConfig, "threshold", threshold)
+    strategy = check_value(RunConfig, "strategy", strategy)
     import_tensorflow_quietly()
     from vitcli.evaluate.evaluation import evaluate_report
 
     report = evaluate_report(model, data_flags, split=split, batch_size=batch or BATCH_SIZE,
                              shots=few_shot or (), out_dir=out,
-                             precision=precision or RunConfig.precision, threshold=threshold)
+                             precision=precision or RunConfig.precision, threshold=threshold,
+                             strategy=strategy, tpu=tpu)
     if as_json:
         print_json(report)
     else:

@@ -14,6 +14,7 @@ from vitcli.cli.options import read_labels_file, with_default
 from vitcli.config import DataConfig, ScoringConfig, check_value
 from vitcli.export.formats import FORMATS, get_format
 from vitcli.files import terminate_as_interrupt
+from vitcli.storage import location
 
 
 def _listed(words: list[str]) -> str:
@@ -42,14 +43,14 @@ def export_command(
     model: opt.ModelArgument,
     fmt: Annotated[str, typer.Option("--format", "-f",
                                      help=f"{_listed(list(FORMATS))}.")] = "savedmodel",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help=with_default(
+    out: Annotated[Path | None, typer.Option("--out", "-o", parser=location, help=with_default(
         f"Output path ({VERSIONED_NAMES}: a folder that gets a version sub-folder).",
         "<model name>-<format>.<suffix>, e.g. flowers-onnx.onnx"))] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file at "
                                             "--out that is not a vitcli export of this format "
                                             f"({VERSIONED_NAMES}: add a version to a folder that "
                                             f"is not a {VERSIONED_TITLES} base).")] = False,
-    labels_file: Annotated[Path | None, typer.Option("--labels", help=with_default(
+    labels_file: Annotated[Path | None, typer.Option("--labels", parser=location, help=with_default(
         "Class names, one per line.", "a run directory's labels.txt, else class numbers"))] = None,
     eval_crop: opt.EvalCrop = None,
     top_k: Annotated[int, typer.Option("--top-k", help="top_k outputs of the serving "

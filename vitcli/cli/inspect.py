@@ -15,6 +15,7 @@ from vitcli.cli.console import console, reports_errors
 from vitcli.cli.options import with_default
 from vitcli.config import SPLIT_NAMES, DataConfig, check_value, data_config
 from vitcli.errors import VitcliError
+from vitcli.storage import location
 
 app = typer.Typer(help="The paper's analysis figures for a model, as PNG (and CSV).",
                   no_args_is_help=True)
@@ -25,7 +26,8 @@ BATCH_SIZE = 8
 COMPONENTS = 28
 DISTANCE_IMAGES = 32
 
-Out = Annotated[Path, typer.Option("--out", "-o", help="Folder for the figures.")]
+Out = Annotated[Path, typer.Option("--out", "-o", parser=location,
+                                   help="Folder for the figures.")]
 Batch = Annotated[int | None, typer.Option(
     "--batch", min=1, help=with_default("Images per forward pass.", BATCH_SIZE))]
 
@@ -63,7 +65,8 @@ def _report(paths: list[Path]) -> None:
 @reports_errors
 def attention_command(
     model: opt.ModelArgument,
-    images: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    images: Annotated[list[Path], typer.Argument(parser=location,
+                                                 help="Image files or folders.")],
     out: Out,
     layers: Annotated[bool, typer.Option(
         "--layers", help="Also draw each layer's class-token attention (gap models: the "

@@ -16,8 +16,9 @@ from vitcli._environment import import_tensorflow_quietly
 from vitcli.cli import options as opt
 from vitcli.cli.console import console, error_console, print_json, reports_errors
 from vitcli.cli.options import read_labels_file, with_default
-from vitcli.config import DataConfig, ScoringConfig, check_value
+from vitcli.config import DataConfig, RunConfig, ScoringConfig, check_value
 from vitcli.errors import VitcliError
+from vitcli.storage import location
 
 BATCH_SIZE = 32  # images per forward pass
 LISTED_SKIPS = 20  # skipped files named in the warning; the rest are counted
@@ -69,15 +70,17 @@ def _print_table(title: str, rows: list[dict], multi_label: bool, threshold: flo
 @reports_errors(tensorflow=False)
 def predict_command(
     model: opt.ModelArgument,
-    images: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    images: Annotated[list[Path], typer.Argument(parser=location,
+                                                 help="Image files or folders.")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels per image (at least 1; "
                                        "more than the classes means all).")] = 5,
     batch: opt.batch_option(BATCH_SIZE, "Images per forward pass.", panel=None) = None,
-    labels_file: Annotated[Path | None, typer.Option("--labels", help=with_default(
+    labels_file: Annotated[Path | None, typer.Option("--labels", parser=location, help=with_default(
         "Class names, one per line.", "a run directory's labels.txt, else class numbers"))] = None,
     eval_crop: opt.EvalCrop = None,
     scores: opt.Scores = None,
     threshold: opt.Threshold = None,
+    strategy: opt.Strategy = None, tpu: opt.Tpu = None,
     as_json: opt.Json = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
 ) -> None:
@@ -93,20 +96,24 @@ def predict_command(
     eval_crop = check_value(DataConfig, "eval_crop", eval_crop)
     scores = check_value(ScoringConfig, "scores", scores)
     threshold = check_value(ScoringConfig, "threshold", threshold)
+    strategy = check_value(RunConfig, "strategy", strategy)
     missing = next((path for path in images if not path.exists()), None)
     if missing is not None:
         raise VitcliError(f"'{missing}' does not exist")
     given = read_labels_file(labels_file) if labels_file is not None else None
     import_tensorflow_quietly()
     from vitcli.evaluate.predict import predict_files
+    from vitcli.train.strategy import make_strategy
     from vitcli.weights.trained import load_trained, model_scores
 
-    network, run_labels = load_trained(model)
+    distribution = make_strategy(strategy, tpu)
+    with distribution.scope():  # the model's variables on every replica
+        network, run_labels = load_trained(model)
     labels = _labels(network, given, run_labels, labels_file)
     scores = model_scores(model, scores)
     rows, skipped = predict_files(network, images, labels, top_k=top_k,
                                   batch_size=batch or BATCH_SIZE, eval_crop=eval_crop,
-                                  scores=scores, threshold=threshold)
+                                  scores=scores, threshold=threshold, strategy=distribution)
     if skipped:
         _warn_skipped(skipped)
     if as_json:

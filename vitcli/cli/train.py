@@ -31,6 +31,7 @@ from vitcli.config import (
     train_defaults,
 )
 from vitcli.errors import VitcliError
+from vitcli.storage import is_url, location
 
 T = opt.TRAINING
 OPTIMIZER_CHOICES = f"{', '.join(OPTIMIZERS[:-1])} or {OPTIMIZERS[-1]}."
@@ -74,7 +75,7 @@ def _check_out(out: str | None) -> None:
     """Refuses an --out that cannot become a run directory (a file in the way, a parent
     where folders cannot be made) before any work; other failures to write it are reported
     when it is written (console.os_error)."""
-    if out is None:
+    if out is None or is_url(out):  # an object store makes folders as it writes
         return
     path = Path(out).expanduser().absolute()
     existing = next(folder for folder in (path, *path.parents) if folder.exists())
@@ -223,9 +224,10 @@ def make_train_command(command: str):
                                                     recipe.checkpoint_every),
             rich_help_panel=T)] = None,
         out: Annotated[Path | None, typer.Option(
-            "--out", "-o", help=with_default("Run directory.", f"runs/<data>-{command}"))] = None,
+            "--out", "-o", parser=location,
+            help=with_default("Run directory.", f"runs/<data>-{command}"))] = None,
         recipe_file: Annotated[Path | None, typer.Option(
-            "--config", help="Recipe YAML file (flags override it).")] = None,
+            "--config", parser=location, help="Recipe YAML file (flags override it).")] = None,
         resume: Annotated[bool | None, typer.Option(
             "--resume", help="Continue the run in --out from its last checkpoint.")] = None,
         overwrite: Annotated[bool | None, typer.Option(

@@ -13,6 +13,7 @@ from vitcli.cli.options import with_default
 from vitcli.cli.progress import download_progress
 from vitcli.config import MAX_IMAGE_SIZE, RunConfig, check_value, size_text
 from vitcli.errors import VitcliError
+from vitcli.storage import location
 
 app = typer.Typer(help="Inspect, convert and download ViT checkpoints (.npz).",
                   no_args_is_help=True)
@@ -44,7 +45,8 @@ def checkpoint_summary(path: Path) -> dict:
 @app.command("info")
 @reports_errors
 def info(
-    file: Annotated[Path, typer.Argument(help="An .npz checkpoint (any supported layout).")],
+    file: Annotated[Path, typer.Argument(parser=location,
+                                         help="An .npz checkpoint (any supported layout).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show the architecture read from a checkpoint file alone.
@@ -64,8 +66,9 @@ def info(
 @app.command("convert")
 @reports_errors
 def convert(
-    file: Annotated[Path, typer.Argument(help="An .npz or .keras checkpoint.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output .keras or .npz file.")],
+    file: Annotated[Path, typer.Argument(parser=location, help="An .npz or .keras checkpoint.")],
+    out: Annotated[Path, typer.Option("--out", "-o", parser=location,
+                                      help="Output .keras or .npz file.")],
     res: Annotated[str | None, typer.Option("--res", help=with_default(
         f"New image size, at most {MAX_IMAGE_SIZE}, or HEIGHTxWIDTH (resizes the position "
         "embeddings).",

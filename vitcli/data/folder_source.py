@@ -20,6 +20,7 @@ from vitcli.config import DataConfig
 from vitcli.data.index import FolderIndex, IndexEntry, Progress, index_folder
 from vitcli.data.sources import DataSource, Split, parse_fraction
 from vitcli.errors import VitcliError
+from vitcli.storage import location
 
 SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 # The held-out validation files of a class are the ones whose salted path hashes sort first:
@@ -63,7 +64,7 @@ def open_folder(source: str, config: DataConfig, progress: Progress | None = Non
 
 
 def _existing_folder(source: str) -> Path:
-    path = Path(source).expanduser()
+    path = location(source)
     if not path.exists():
         raise VitcliError(f"no such folder: {source}", hint=LAYOUT_HINT)
     if not path.is_dir():

@@ -35,14 +35,16 @@ import json
 import os
 import stat
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import tensorflow as tf
 
 from vitcli.data import headers, ops
 from vitcli.errors import VitcliError
 from vitcli.files import DiskFullError, home_dir, write_atomically
+from vitcli.storage import is_url, location
 
 INDEX_VERSION = 1
 Progress = Callable[[int, int], None]
@@ -50,6 +52,7 @@ UNREADABLE = "unreadable"
 EMPTY = "empty file"
 NOT_AN_IMAGE = "not an image TensorFlow can decode (JPEG, PNG, GIF, BMP, WebP)"
 CHECK_BATCH = 64  # files per progress report
+REMOTE_STAT_THREADS = 32  # an object store answers each stat in tens of milliseconds
 IGNORED_NAMES = frozenset({"Thumbs.db", "desktop.ini"})
 
 
@@ -86,7 +89,7 @@ def index_folder(root: str | os.PathLike, progress: Progress | None = None, *,
     `progress(done, total)` is called while new or changed files are decoded. `top_level`
     includes the files directly in `root`. `files` (relative "/"-separated paths, e.g. a
     manifest's) indexes those regular files instead of walking the folder."""
-    root = Path(root).resolve()
+    root = location(root).resolve()
     stats = scan(root, top_level=top_level) if files is None else listed_stats(root, files)
     signature = folder_signature(stats)
     path = cache_file(root, listed=files is not None)
@@ -112,10 +115,16 @@ def _is_transient(error: str | None) -> bool:
     return bool(error) and error.startswith((UNREADABLE, headers.TOO_LARGE))
 
 
+def _is_candidate(name: str) -> bool:
+    return not name.startswith(".") and name not in IGNORED_NAMES
+
+
 def scan(root: Path, top_level: bool = False) -> dict[str, tuple[int, int]]:
     """(size, mtime_ns) of every candidate file under `root` by relative path, following
     symbolic links to folders but never into a loop; files directly in `root` only with
     `top_level`."""
+    if is_url(root):
+        return _scan_remote(root, top_level)
     stats: dict[str, tuple[int, int]] = {}
     visited: set[str] = set()
     for folder, subfolders, files in os.walk(root, followlinks=True):
@@ -129,7 +138,7 @@ def scan(root: Path, top_level: bool = False) -> dict[str, tuple[int, int]]:
         if relative == Path(".") and not top_level:
             continue  # files next to the class folders are not data
         for name in files:
-            if name.startswith(".") or name in IGNORED_NAMES:
+            if not _is_candidate(name):
                 continue
             with contextlib.suppress(OSError):  # a dangling link or a file removed meanwhile
                 status = os.stat(os.path.join(folder, name))
@@ -138,9 +147,30 @@ def scan(root: Path, top_level: bool = False) -> dict[str, tuple[int, int]]:
     return stats
 
 
+def _scan_remote(root, top_level: bool) -> dict[str, tuple[int, int]]:
+    """`scan` on an object store: the walk lists names, the stats are asked for in parallel
+    (one request each)."""
+    names = []
+    for folder, subfolders, files in root.walk():
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        relative = folder.relative_to(root).as_posix()
+        if relative == "." and not top_level:
+            continue
+        if any(part.startswith(".") for part in PurePosixPath(relative).parts):
+            continue  # gfile's walk does not honour the pruning above
+        names.extend(name if relative == "." else f"{relative}/{name}"
+                     for name in files if _is_candidate(name))
+    return listed_stats(root, names)
+
+
 def listed_stats(root: Path, files: list[str]) -> dict[str, tuple[int, int]]:
     """(size, mtime_ns) of each of `files` under `root` that is a regular file (never a FIFO,
     whose read would block); the others are left out."""
+    if is_url(root):
+        with ThreadPoolExecutor(REMOTE_STAT_THREADS) as pool:
+            found = pool.map(lambda name: _remote_stat(root / name), files)
+            return {name: status for name, status in zip(files, found, strict=True)
+                    if status is not None}
     stats: dict[str, tuple[int, int]] = {}
     for name in files:
         with contextlib.suppress(OSError):
@@ -148,6 +178,14 @@ def listed_stats(root: Path, files: list[str]) -> dict[str, tuple[int, int]]:
             if stat.S_ISREG(status.st_mode):
                 stats[name] = (status.st_size, status.st_mtime_ns)
     return stats
+
+
+def _remote_stat(path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except tf.errors.OpError:  # removed meanwhile, or not readable
+        return None
+    return status.st_size, status.st_mtime_ns
 
 
 def folder_signature(stats: dict[str, tuple[int, int]]) -> str:
@@ -193,7 +231,7 @@ def _header_error(path: Path, limit: int) -> str | None:
     format TensorFlow decodes, or too large), or None; so neither a video nor an image bomb
     is ever read whole or decoded."""
     try:
-        with open(path, "rb") as handle:
+        with path.open("rb") as handle:
             head = handle.read(16)
             if not head:
                 return EMPTY
@@ -203,6 +241,8 @@ def _header_error(path: Path, limit: int) -> str | None:
             return headers.size_error(handle, limit)
     except OSError as error:
         return f"{UNREADABLE} ({error.strerror or error})"
+    except tf.errors.OpError as error:  # a URL's file, through TensorFlow
+        return f"{UNREADABLE} ({_clean_message(error.message)})"
 
 
 def _decodable(paths: list[Path], progress: Progress | None, total: int) -> set[int]:
@@ -241,6 +281,8 @@ def _check_one(path: Path) -> str:
         data = path.read_bytes()
     except OSError as error:
         return f"{UNREADABLE} ({error.strerror or error})"
+    except tf.errors.OpError as error:
+        return f"{UNREADABLE} ({_clean_message(error.message)})"
     return decode_error(data) or "could not be decoded in the pipeline"
 
 

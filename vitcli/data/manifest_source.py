@@ -24,6 +24,7 @@ rarest label; without a split column every row is train, and `evaluate` also get
 from __future__ import annotations
 
 import csv
+import io
 import os
 import posixpath
 from collections import Counter
@@ -36,6 +37,7 @@ from vitcli.data.folder_source import SPLIT_FOLDERS, fits_one_line, hold_out, ho
 from vitcli.data.index import Progress, index_folder
 from vitcli.data.sources import DataSource, Split
 from vitcli.errors import VitcliError
+from vitcli.storage import location
 
 COLUMNS = ("file", "labels", "split")
 REQUIRED_COLUMNS = ("file", "labels")
@@ -79,7 +81,7 @@ def open_manifest(source: str, config: DataConfig, progress: Progress | None = N
 
 
 def _existing_manifest(source: str) -> Path:
-    path = Path(source).expanduser()
+    path = location(source)
     if not path.exists():
         raise VitcliError(f"no such manifest: {source}", hint=FORMAT_HINT)
     if not path.is_file():
@@ -90,7 +92,8 @@ def _existing_manifest(source: str) -> Path:
 def read_manifest(manifest: Path) -> tuple[list[Row], bool]:
     """(the checked rows, whether there is a split column); the first problem is one line."""
     try:
-        with open(manifest, newline="", encoding="utf-8-sig") as handle:
+        text = manifest.read_bytes().decode("utf-8-sig")
+        with io.StringIO(text, newline="") as handle:
             reader = csv.reader(handle)
             # line_num: the line a record ends on (a quoted field may span lines)
             numbered = [(reader.line_num, line) for line in reader

@@ -13,6 +13,7 @@ import numpy as np
 
 from vitcli.errors import VitcliError
 from vitcli.files import write_atomically
+from vitcli.storage import location
 
 CSV_CORNER = "true\\predicted"
 DPI = 100
@@ -96,7 +97,7 @@ def write_confusion_matrix(matrix: np.ndarray, class_names: list[str],
     """Writes `confusion.csv` and `confusion.png` into `out_dir` atomically; returns both paths."""
     class_names = [str(name) for name in class_names]
     matrix = _validated_matrix(matrix, class_names)
-    out_dir = Path(out_dir)
+    out_dir = location(out_dir)
     csv_path = write_atomically(out_dir / "confusion.csv",
                                 lambda temporary: _write_csv(matrix, class_names, temporary))
     figure = _draw(matrix, class_names)

@@ -16,7 +16,7 @@ import tensorflow as tf
 from vitcli.data import ops
 from vitcli.data.index import check_paths, index_folder
 from vitcli.errors import VitcliError
-from vitcli.evaluate.inference import forward_function
+from vitcli.evaluate.inference import batch_outputs
 
 Skipped = list[tuple[str, str]]  # (file, why it is not used)
 
@@ -59,11 +59,12 @@ def image_files(paths: list[Path]) -> list[Path]:
 
 def predict_files(model, paths: list[Path], labels: list[str], *, top_k: int = 5,
                   batch_size: int = 32, eval_crop: str = "resize", scores: str = "softmax",
-                  threshold: float = 0.5) -> tuple[list[dict], Skipped]:
+                  threshold: float = 0.5, strategy=None) -> tuple[list[dict], Skipped]:
     """([{file, predictions: [(label, probability), ...]}], [(file, reason) skipped]) for the
     image files and folders in `paths`; `top_k` is clamped to the number of classes. With
     `scores="sigmoid"` (a multi-label model) the scores are per-class sigmoids and each row
-    also has `labels`: the classes scoring at least `threshold`, highest first."""
+    also has `labels`: the classes scoring at least `threshold`, highest first. `strategy`:
+    a tf.distribute strategy whose replicas share each batch (None: one device)."""
     if top_k < 1:
         raise VitcliError(f"top-k must be at least 1, not {top_k}")
     files, skipped = find_images(paths)
@@ -72,10 +73,10 @@ def predict_files(model, paths: list[Path], labels: list[str], *, top_k: int = 5
                .map(lambda path: transform(ops.decode_image(tf.io.read_file(path))),
                     num_parallel_calls=tf.data.AUTOTUNE)
                .batch(batch_size).prefetch(tf.data.AUTOTUNE))
-    forward = forward_function(model)
     activation = tf.nn.sigmoid if scores == "sigmoid" else tf.nn.softmax
-    probabilities = np.concatenate([activation(tf.cast(forward(images), tf.float32)).numpy()
-                                    for images in dataset])
+    probabilities = np.concatenate([
+        activation(tf.cast(logits, tf.float32)).numpy()
+        for logits, _ in batch_outputs(model, dataset, strategy=strategy, batch_size=batch_size)])
     k = min(top_k, probabilities.shape[-1])
     rows = []
     for file, row in zip(files, probabilities, strict=True):

@@ -20,6 +20,7 @@ from vitcli.export.staging import locked_folder, staged
 from vitcli.export.targets import check_protected, check_replaceable
 from vitcli.files import reports_full_disk
 from vitcli.models import fused
+from vitcli.storage import files_below, location
 
 DEFAULT_FILE_NAME = "model"
 
@@ -101,7 +102,7 @@ def _verify(model, fmt: str, path: Path, destination: Path, labels, eval_crop: s
 def _size_bytes(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
-    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
+    return sum((path / name).stat().st_size for name in files_below(path))
 
 
 def export_model(model: keras.Model, fmt: str, out, *, labels: list[str],
@@ -126,7 +127,7 @@ def export_model(model: keras.Model, fmt: str, out, *, labels: list[str],
     log = log or (lambda line: None)
     labels = [str(label) for label in labels]
     _check_arguments(model, fmt, labels, eval_crop, top_k, scores, threshold)
-    out = Path(out)
+    out = location(out)
     destination = destination_of(fmt, out)
     check_protected(destination, protect or {})
     export_format = get_format(fmt)

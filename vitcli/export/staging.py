@@ -12,7 +12,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from vitcli.errors import VitcliError
-from vitcli.files import DirectoryLock, replacing, without_interruption
+from vitcli.files import DirectoryLock, local_temporary, replacing, without_interruption
+from vitcli.storage import is_url
 
 PARTIAL = ".partial"  # in every temporary's name, so tests and people can spot one
 
@@ -50,6 +51,9 @@ def locked_folder(folder: Path, what: str = "export folder") -> Iterator[None]:
     """Creates `folder` if needed and holds its `DirectoryLock` for the block (a second
     export into it is refused in one line naming this one); if the block fails, the
     folders created here are removed again."""
+    if is_url(folder):  # folders appear as objects are written; there are no locks
+        yield
+        return
     _check_creatable(folder)
     created = _missing_folders(folder)
     succeeded = False
@@ -74,7 +78,13 @@ def staged(destination: Path) -> Iterator[Path]:
     """Yields a temporary path beside `destination` (same suffix, as converters check it)
     and renames it to `destination` when the block succeeds (`vitcli.files.replacing`); on
     any failure, Ctrl-C and SIGTERM included, the temporary path and the folders created for
-    it are removed."""
+    it are removed. For a URL `destination` the temporary is local, and is published to the
+    object store once complete (`vitcli.files`)."""
+    if is_url(destination):
+        name = f"{destination.stem}{PARTIAL}{destination.suffix}"
+        with local_temporary(name) as temporary, replacing(destination, temporary):
+            yield temporary
+        return
     created = _missing_folders(destination.parent)
     # A leading dot and a non-integer name: TF Serving ignores it while it is being written.
     temporary = destination.parent / (

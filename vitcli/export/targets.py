@@ -17,6 +17,7 @@ from pathlib import Path
 
 from vitcli.errors import VitcliError
 from vitcli.export.formats import get_format
+from vitcli.storage import is_url, local_copy, location
 from vitcli.train.rundir import CONFIG_FILE
 
 CHECKPOINTS = "checkpoints"  # a run directory's sub-folder, RunDirectory.checkpoints
@@ -44,6 +45,8 @@ def protected_paths(source: Path) -> dict[Path, str]:
 def _same_or_inside(path: Path, folder: Path) -> tuple[bool, bool]:
     """(`path` is `folder`, `path` is inside `folder`), following symbolic links."""
     path, folder = path.resolve(), folder.resolve()
+    if is_url(path) or is_url(folder):  # object stores have no links
+        return path == folder, folder in path.parents
     if path == folder or (path.exists() and folder.exists() and os.path.samefile(path, folder)):
         return True, False
     return False, folder in path.parents
@@ -53,7 +56,7 @@ def check_protected(destination: Path, protect: Mapping[Path, str]) -> None:
     """Refuses a destination that is, or is inside, one of the `protect` paths (which map
     to what they are, for the message), even with --overwrite."""
     for path, what in protect.items():
-        same, inside = _same_or_inside(destination, Path(path))
+        same, inside = _same_or_inside(destination, location(path))
         if same:
             raise VitcliError(f"will not export to {destination}: it is {what}; choose "
                               f"another --out")
@@ -66,7 +69,8 @@ def looks_like_export(fmt: str, path: Path) -> bool:
     """Whether the file at `path` is an artefact of `fmt` as vitcli writes it."""
     recognises = get_format(fmt).recognises
     try:
-        return recognises is not None and recognises(path)
+        with local_copy(path) as local:  # an object store's file is read locally
+            return recognises is not None and recognises(local)
     except (OSError, zipfile.BadZipFile):
         return False
 

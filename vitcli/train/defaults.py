@@ -144,10 +144,9 @@ def fetch_start_weights(config: RunConfig, progress=None) -> tuple[RunConfig, st
     files and run directories are read when the model is loaded."""
     config, line = start_weights(config)
     if config.weights:
-        from pathlib import Path
-
+        from vitcli.storage import location
         from vitcli.weights.hub import resolve_weights
 
-        if not Path(config.weights).expanduser().exists():
+        if not location(config.weights).exists():
             resolve_weights(config.weights, progress=progress)
     return config, line

@@ -24,6 +24,7 @@ from vitcli.files import (
     reports_full_disk,
     write_atomically,
 )
+from vitcli.storage import location
 from vitcli.train.state import STATE_FILES, has_state
 
 MARKER_FILE = ".vitcli-run"
@@ -67,7 +68,7 @@ class RunDirectory:
     """Paths and writers of one run; every file is written atomically."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = location(path)
         self.checkpoints = self.path / "checkpoints"
         self.tensorboard = self.path / "tensorboard"
         self._writer = None
@@ -197,7 +198,7 @@ class RunDirectory:
     def log(self, record: dict) -> None:
         """Appends one JSON line to metrics.jsonl and writes the numbers to TensorBoard."""
         path = self.path / METRICS_FILE
-        with reports_full_disk(path), open(path, "a") as handle:
+        with reports_full_disk(path), path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
         import tensorflow as tf
 
@@ -220,7 +221,7 @@ class RunDirectory:
 
 
 def read_labels(directory: Path) -> list[str]:
-    path = Path(directory) / LABELS_FILE
+    path = location(directory) / LABELS_FILE
     if not path.is_file():
         raise VitcliError(f"{directory} has no {LABELS_FILE}")
     return path.read_text().splitlines()
@@ -234,7 +235,7 @@ def parse_metrics(directory: Path) -> tuple[list[dict], list[str]]:
     """The records of metrics.jsonl and warnings. An unreadable last line (a write cut
     short by a kill or a full disk) is dropped with a warning; any other line that is not
     a vitcli record is an error, before anything is changed."""
-    path = Path(directory) / METRICS_FILE
+    path = location(directory) / METRICS_FILE
     if not path.is_file():
         return [], []
     lines = path.read_bytes().decode("utf-8", errors="replace").split("\n")
@@ -265,5 +266,5 @@ def truncate_metrics(directory: Path, last_step: int) -> None:
     incomplete last line)."""
     kept = [record for record in read_metrics(directory) if record["step"] <= last_step]
     text = "".join(json.dumps(record) + "\n" for record in kept)
-    write_atomically(Path(directory) / METRICS_FILE,
+    write_atomically(location(directory) / METRICS_FILE,
                      lambda temporary: Path(temporary).write_text(text))

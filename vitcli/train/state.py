@@ -10,14 +10,13 @@ copy) still leaves one to resume from.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from vitcli.errors import VitcliError
 from vitcli.files import write_atomically
+from vitcli.storage import copy_file, location
 from vitcli.weights.npz import read_npz
 
 STATE_FILE = "state.npz"
@@ -52,7 +51,7 @@ def save_state(directory: Path, model, optimizer, extra: dict) -> Path:
     only once the new one is complete."""
     arrays = {key: _Storable(variable) for key, variable in _variables(model, optimizer).items()}
     arrays["extra"] = np.frombuffer(json.dumps(extra).encode(), dtype=np.uint8)
-    latest, previous = Path(directory) / STATE_FILE, Path(directory) / PREVIOUS_FILE
+    latest, previous = location(directory) / STATE_FILE, location(directory) / PREVIOUS_FILE
 
     def write(temporary: str) -> None:
         with open(temporary, "wb") as handle:
@@ -61,13 +60,13 @@ def save_state(directory: Path, model, optimizer, extra: dict) -> Path:
     def keep_previous() -> None:
         # A kill between this rename and the next leaves only state.prev.npz: still resumable.
         if latest.exists():
-            os.replace(latest, previous)
+            latest.replace(previous)
 
     return write_atomically(latest, write, before_replace=keep_previous)
 
 
 def has_state(directory: Path) -> bool:
-    return any((Path(directory) / name).is_file() for name in STATE_FILES)
+    return any((location(directory) / name).is_file() for name in STATE_FILES)
 
 
 def _read(path: Path) -> tuple[dict, dict]:
@@ -85,7 +84,7 @@ def _readable(directory: Path) -> tuple[Path, dict, dict, list[str]]:
     """The newest checkpoint that reads: (path, arrays, extra, lines about damaged ones)."""
     damaged = []
     for name in STATE_FILES:
-        path = Path(directory) / name
+        path = location(directory) / name
         if not path.is_file():
             continue
         try:
@@ -116,6 +115,6 @@ def restore_state(directory: Path, model, optimizer, repair: bool = False) -> tu
     warnings = [f"warning: {line}; resuming from {path.name} (step {extra['step']})"
                 for line in damaged]
     if damaged and repair:  # a copy: other workers may be reading state.prev.npz right now
-        write_atomically(Path(directory) / STATE_FILE,
-                         lambda temporary: shutil.copyfile(path, temporary))
+        write_atomically(location(directory) / STATE_FILE,
+                         lambda temporary: copy_file(path, temporary))
     return extra, warnings

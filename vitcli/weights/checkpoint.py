@@ -16,6 +16,7 @@ import numpy as np
 from vitcli.config import ModelConfig, canonical_size, size_text
 from vitcli.errors import VitcliError
 from vitcli.models.vit import build_vit, config_from_model, validate
+from vitcli.storage import local_copy, location
 from vitcli.weights.assign import assign_arrays, check_keys, read_arrays
 from vitcli.weights.describe import check_model_size, describe_arrays
 from vitcli.weights.layout import POSEMB_KEY, normalise_layout
@@ -102,9 +103,10 @@ def model_from_arrays(arrays: dict[str, np.ndarray], *, name: str = "vit", image
     return model, report
 
 
-def _load_keras(path: Path) -> keras.Model:
+def _load_keras(path) -> keras.Model:
     try:
-        return keras.saving.load_model(path)
+        with local_copy(path) as local:
+            return keras.saving.load_model(local)
     except Exception as error:  # Keras raises many types for a bad file; all mean the same.
         raise VitcliError(f"'{path}' is not a loadable .keras model ({error})") from error
 
@@ -119,7 +121,7 @@ def model_arrays(model: keras.Model) -> dict[str, np.ndarray]:
 def load_checkpoint_with_report(path, *, image_size=None, num_classes=None, dropout=None,
                                 drop_path=None, dtype=None) -> tuple[keras.Model, LoadReport]:
     """`load_checkpoint`, also returning what was resized, replaced or dropped."""
-    path = Path(path)
+    path = location(path)
     if path.suffix == ".keras":
         model = _load_keras(path)
         config = config_from_model(model)

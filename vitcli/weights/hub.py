@@ -23,6 +23,7 @@ from pathlib import Path
 
 from vitcli.errors import VitcliError
 from vitcli.files import home_dir, move_into_place
+from vitcli.storage import location
 
 Progress = Callable[[int, int | None], None]
 
@@ -353,7 +354,7 @@ def _url_cache_path(url: str) -> Path:
 
 def resolve_weights(spec: str, *, progress: Progress | None = None) -> Path:
     """A local checkpoint path for `spec`: an existing path, a PRETRAINED name or an http(s) URL."""
-    path = Path(spec).expanduser()
+    path = location(spec)
     if path.exists():
         return path
     if spec in PRETRAINED or spec.lower() in PRETRAINED:

@@ -10,6 +10,7 @@ import keras
 
 from vitcli.config import LOSSES
 from vitcli.errors import VitcliError
+from vitcli.storage import location
 from vitcli.train.rundir import BEST_FILE, CONFIG_FILE, LABELS_FILE, MODEL_FILE, read_labels
 from vitcli.weights.checkpoint import load_checkpoint_with_report
 
@@ -18,7 +19,7 @@ def resolve_model_path(spec: str, progress=None) -> Path:
     """A run directory (its model.keras), a local file, a named checkpoint or a URL."""
     from vitcli.weights.hub import resolve_weights
 
-    path = Path(spec).expanduser()
+    path = location(spec)
     if path.is_dir():
         if not (path / MODEL_FILE).is_file():
             raise VitcliError(f"{path} is a directory without a {MODEL_FILE}",
@@ -41,7 +42,7 @@ def load_trained(spec: str | Path, dtype=None) -> tuple[keras.Model, list[str] |
     (a run directory's labels.txt); `spec` as for `resolve_model_path`."""
     path = resolve_model_path(str(spec))
     model = load_checkpoint_with_report(path, dtype=dtype)[0]
-    if not (path.name == MODEL_FILE and Path(spec).is_dir()):
+    if not (path.name == MODEL_FILE and location(spec).is_dir()):
         return model, None
     labels = read_labels(path.parent)
     return model, check_labels(labels, model.output_shape[-1], str(path.parent / LABELS_FILE))
@@ -53,7 +54,7 @@ def run_loss(spec: str | Path) -> str | None:
     setting; None for a model outside a run directory."""
     import yaml
 
-    path = Path(str(spec)).expanduser()
+    path = location(str(spec))
     folder = path if path.is_dir() else path.parent if path.name in (MODEL_FILE, BEST_FILE) \
         else None
     if folder is None or not (folder / CONFIG_FILE).is_file():
