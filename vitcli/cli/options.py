@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 
 from vitcli.config import MAX_IMAGE_SIZE, DataConfig, ModelConfig, RunConfig, ScoringConfig
+from vitcli.storage import location
 
 DATA = "Data"
 TRAINING = "Training"
@@ -30,9 +31,9 @@ def with_default(help_text: str, default) -> str:
 
 
 Data = Annotated[str | None, typer.Option(
-    "--data", help="Image folder (DIR/<class>/... or DIR/{train,val,test}/<class>/...), a "
-    "multi-label CSV manifest (FILE.csv: file,labels[,split]; labels separated by ';') or "
-    "tfds:NAME.", rich_help_panel=DATA)]
+    "--data", help="Image folder (DIR/<class>/... or DIR/{train,val,test}/<class>/...), "
+    "packed data (a folder made by `vitcli data pack`), a multi-label CSV manifest (FILE.csv: "
+    "file,labels[,split]; labels separated by ';') or tfds:NAME.", rich_help_panel=DATA)]
 DataDir = Annotated[str | None, typer.Option(
     "--data-dir", help=with_default("tensorflow-datasets data directory.",
                                     "tensorflow-datasets' own"), rich_help_panel=DATA)]
@@ -64,7 +65,7 @@ Resolution = Annotated[str | None, typer.Option(
                                f"the checkpoint's resolution, else {ModelConfig.image_size}"),
     rich_help_panel=MODEL)]
 ModelArgument = Annotated[Path, typer.Argument(
-    help="A run directory, a .keras file or an .npz checkpoint.")]
+    parser=location, help="A run directory, a .keras file or an .npz checkpoint.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 Threshold = Annotated[float | None, typer.Option(
     "--threshold", help=with_default("Multi-label: a class is predicted when its score is at "
