@@ -69,6 +69,9 @@ CASES = {
     "r-vit-ti16@224": Case("r-vit-ti16", 224, (2, 8)),
     "r26-vit-s32@224": Case("r26-vit-s32", 224, (1, 4)),
     "r50-vit-b16@224": Case("r50-vit-b16", 224, (1, 3)),
+    # Pure ResNets: all conv parameters (weight standardisation), no tokens.
+    "bit-r26@224": Case("bit-r26", 224, (1, 4)),
+    "bit-r26@32": Case("bit-r26", 32, (8, 64)),
 }
 
 

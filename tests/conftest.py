@@ -8,6 +8,7 @@ Expected values come from `tests/reference/numpy_vit.py`, which shares no code w
 from __future__ import annotations
 
 import gc
+import uuid
 from pathlib import Path
 
 import keras
@@ -17,6 +18,7 @@ import pytest
 import vitcli
 from tests.reference.numpy_vit import random_checkpoint
 from tests.support.checkpoints import TINY_VIT, official_checkpoint
+from tests.support.gcs_emulator import running_gcs_emulator
 from tests.support.images import write_colour_folder
 from tests.support.models import TINY_HYBRID, TINY_IMAGE_SIZE, TINY_VARIANT
 from vitcli.models.vit import build_vit
@@ -51,6 +53,24 @@ def free_keras_memory():
     yield
     keras.backend.clear_session()
     gc.collect()
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """A local Cloud Storage server that TensorFlow's gs:// file system talks to
+    (tests/support/gcs_emulator.py); the test is skipped when it cannot run here."""
+    with running_gcs_emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def gcs_root(gcs_emulator, monkeypatch):
+    """gs://BUCKET/<fresh folder>, with TensorFlow pointed at the emulator for this test."""
+    for name in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in gcs_emulator.environ.items():
+        monkeypatch.setenv(name, value)
+    return f"{gcs_emulator.root}/{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(scope="session")

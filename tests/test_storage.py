@@ -49,6 +49,9 @@ def test_remote_path_arithmetic():
     model = path / "model.keras"
     assert (model.name, model.stem, model.suffix) == ("model.keras", "model", ".keras")
     assert model.parent == path and path.parent.parent == location("gs://bucket")
+    # The bucket is the root: no parent above it (Cloud Storage has no "gs://" to ask about).
+    assert location("gs://bucket").parent == location("gs://bucket")
+    assert model.parents == [path, path.parent, location("gs://bucket")]
     assert model.with_suffix(".npz") == path / "model.npz"
     assert model.relative_to("gs://bucket") == PurePosixPath("runs/flowers/model.keras")
     assert path in model.parents and location("gs://bucket") in model.parents

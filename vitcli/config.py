@@ -223,9 +223,15 @@ def _fraction(default, what: str, *, flag: str | None = None, optional: bool = F
                    flag=flag, what=what)
 
 
+# What a model is: a ViT (plain, or a hybrid with a ResNet stem in front of its patch
+# embedding), or a pure BiT ResNet classifier (the paper's baseline; no transformer).
+KINDS = ("vit", "resnet")
+
+
 @dataclass(frozen=True)
 class ResNetConfig:
-    """The BiT ResNet stem of a hybrid: units per stage (empty = root block only)."""
+    """The BiT ResNet of a hybrid's stem or of a pure ResNet classifier: units per stage
+    (empty = root block only) and the width factor (64 * w channels at the root)."""
 
     layers: tuple[int, ...] = ()
     width_factor: int = 1
@@ -243,7 +249,13 @@ class ResNetConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything that fixes a ViT's architecture (docs/reference.md §1-§3)."""
+    """Everything that fixes a model's architecture (docs/reference.md §1-§3).
+
+    `kind` "resnet" is a pure BiT ResNet classifier (`resnet_classifier`): all of `resnet`'s
+    stages, global average pooling and the head. It has no transformer, so its transformer
+    fields are 0, its classifier "gap" and its position embeddings "none"; any image size
+    works (SAME padding), so its stride is 1.
+    """
 
     hidden_size: int
     depth: int
@@ -260,6 +272,7 @@ class ModelConfig:
     drop_path: float = 0.0  # stochastic depth of the last block; 0 before it, linearly
     resnet: ResNetConfig | None = None
     name: str = "vit"
+    kind: str = "vit"  # vit | resnet (KINDS)
 
     def __post_init__(self):
         # a YAML list or an equal pair is stored as canonical_size stores it (square: the int)
@@ -267,8 +280,16 @@ class ModelConfig:
             object.__setattr__(self, "image_size", canonical_size(self.image_size))
 
     @property
+    def is_resnet(self) -> bool:
+        """A pure ResNet classifier: no patches, no tokens, no transformer."""
+        return self.kind == "resnet"
+
+    @property
     def stride(self) -> int:
-        """Pixels per token side: patch size times the ResNet stem's down-sampling."""
+        """Pixels per token side: patch size times the ResNet stem's down-sampling (1 for a
+        pure ResNet, whose SAME-padded convolutions take any image size)."""
+        if self.is_resnet:
+            return 1
         return self.patch_size * (self.resnet.stride if self.resnet else 1)
 
     @property
@@ -278,8 +299,11 @@ class ModelConfig:
 
     @property
     def grid_shape(self) -> tuple[int, int]:
-        """Patches (tokens) per column and per row: (height, width) // stride."""
+        """Patches (tokens) per column and per row: (height, width) // stride; a pure
+        ResNet's last feature map (each side halved, rounded up, per stride-2 step)."""
         height, width = self.image_shape
+        if self.is_resnet:
+            return -(-height // self.resnet.stride), -(-width // self.resnet.stride)
         return height // self.stride, width // self.stride
 
     @property
@@ -294,6 +318,9 @@ class ModelConfig:
 
     @property
     def num_tokens(self) -> int:
+        """Tokens the encoder sees (none in a pure ResNet)."""
+        if self.is_resnet:
+            return 0
         grid_height, grid_width = self.grid_shape
         return grid_height * grid_width + self.num_prefix_tokens
 
@@ -311,6 +338,13 @@ class ModelConfig:
             resnet["layers"] = tuple(resnet.get("layers", ()))
             values["resnet"] = ResNetConfig(**resnet)
         return cls(**values)
+
+
+def resnet_classifier(resnet: ResNetConfig, **fields) -> ModelConfig:
+    """The config of a pure BiT ResNet classifier with `resnet`'s stages (`fields`: image
+    size, classes, name): no transformer, global average pooling, no position embeddings."""
+    return ModelConfig(kind="resnet", hidden_size=0, depth=0, num_heads=0, mlp_dim=0,
+                       patch_size=0, classifier="gap", posemb="none", resnet=resnet, **fields)
 
 
 @dataclass(frozen=True)
@@ -456,6 +490,22 @@ class ScoringConfig:
     # softmax | sigmoid; None: the run's train.loss (config.yaml), else softmax
     scores: str | None = setting(None, str, choices=LOSSES, optional=True, what="scores")
     threshold: float = setting(0.5, float, low=0, high=1, what="decision threshold")
+
+
+TARGET_SHARD_BYTES = 128 * 2**20  # packed data's default shard size (TF advises 100 MB+)
+MAX_SHARDS = 100_000
+
+
+@dataclass(frozen=True)
+class PackConfig:
+    """How `vitcli data pack` writes (None: derived when it starts)."""
+
+    # about this many shards in all; None: one per TARGET_SHARD_BYTES of images
+    shards: int | None = setting(None, int, low=1, high=MAX_SHARDS, optional=True,
+                                 what="number of shards")
+    # writer threads; None: the CPU count
+    workers: int | None = setting(None, int, low=1, high=1024, optional=True,
+                                  what="writer threads")
 
 
 @dataclass(frozen=True)
@@ -702,11 +752,45 @@ def _check_model(config: RunConfig) -> None:
     from vitcli.models.registry import decode_variant  # imports this module
 
     model = decode_variant(config.model)
+    check_resnet_run(config, model)
     if config.image_size is None:
         return
     stem = " times its ResNet stem's" if model.resnet else ""
     check_image_size(config.image_size, model.stride,
                      f"{model.stride}, the patch size{stem} of {config.model}", "--res ")
+
+
+def check_resnet_run(config: RunConfig, model: ModelConfig) -> None:
+    """For a pure ResNet `model`, refuses the settings that need a transformer (patch tokens,
+    encoder blocks, a class token, position embeddings, pre-logits), in one line naming the
+    flag. Those that still mean something are kept: --freeze backbone, --remat."""
+    if not model.is_resnet:
+        return
+    drop = "drop it: it applies to ViTs"
+    refusals = (
+        (config.objective == "mpp", "--objective mpp", "has no patch tokens to predict",
+         "pre-train it with the classification objective"),
+        (config.classifier not in (None, "gap"), f"--classifier {config.classifier}",
+         "pools its last feature map (gap)", drop),
+        (config.posemb not in (None, "none"), f"--posemb {config.posemb}",
+         "has no position embeddings", drop),
+        (bool(config.dropout), f"--dropout {config.dropout or 0:g}",
+         "has no dropout (BiT's has none)", drop),
+        (config.drop_path > 0, f"--drop-path {config.drop_path:g}",
+         "has no transformer blocks to skip", drop),
+        (config.representation_size is not None,
+         f"representation_size {config.representation_size}", "has no pre-logits layer",
+         "its pooled features are its representation"),
+        (config.train.layer_decay != 1, f"--layer-decay {config.train.layer_decay:g}",
+         "has no encoder blocks to decay the rate over", drop),
+        (config.train.freeze not in ("none", "backbone"), f"--freeze {config.train.freeze}",
+         "has no embeddings or encoder blocks to freeze",
+         "use --freeze backbone (all but the head)"),
+    )
+    for refused, setting_text, reason, hint in refusals:
+        if refused:
+            raise VitcliError(f"{setting_text}: {model.name}, a pure ResNet, {reason}",
+                              hint=hint)
 
 
 def check_image_size(size, stride: int, what: str, flag: str = "") -> None:
@@ -801,12 +885,12 @@ def merge_run_config(base: RunConfig, values: dict, where: str = "config") -> Ru
 
 def read_recipe(path: str) -> dict:
     """A YAML recipe file as a nested dict (top level, `data:` and `train:` sections)."""
-    from pathlib import Path
-
     import yaml
 
+    from vitcli.storage import location
+
     try:
-        values = yaml.safe_load(Path(path).read_text())
+        values = yaml.safe_load(location(path).read_text())
     except OSError as error:
         raise VitcliError(f"cannot read recipe '{path}': {error.strerror}") from error
     except (yaml.YAMLError, UnicodeDecodeError) as error:

@@ -142,13 +142,16 @@ class RemotePath:
 
     @property
     def parent(self) -> RemotePath:
-        parent = posixpath.dirname(self._path)
-        return RemotePath(f"{self._scheme}{SCHEME_SEPARATOR}{parent}")
+        """The folder above; a root (`gs://bucket`: its first component) is its own parent,
+        as `/` is locally."""
+        if "/" not in self._path:
+            return self
+        return RemotePath(f"{self._scheme}{SCHEME_SEPARATOR}{posixpath.dirname(self._path)}")
 
     @property
     def parents(self) -> list[RemotePath]:
         found, path = [], self
-        while path._path:
+        while path.parent != path:
             path = path.parent
             found.append(path)
         return found

@@ -47,7 +47,7 @@ HELP_COMMANDS = (
     [], ["finetune"], ["pretrain"], ["evaluate"], ["predict"], ["export"], ["models"],
     ["weights"], ["weights", "list"], ["weights", "info"], ["weights", "convert"],
     ["weights", "download"], ["inspect"], ["inspect", "attention"], ["inspect", "posemb"],
-    ["inspect", "filters"], ["inspect", "distance"],
+    ["inspect", "filters"], ["inspect", "distance"], ["data"], ["data", "pack"],
 )
 
 

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests.support.checks import vitcli_error
-from tests.support.images import labels_and_ids, make_folder
+from tests.support.images import labels_and_ids, make_folder, upload_folder
 from tests.support.tfds import TINY_TFDS, TINY_TFDS_CLASSES, TINY_TFDS_COUNTS
 from vitcli.config import DataConfig
 from vitcli.data import pipeline
@@ -109,3 +110,14 @@ def test_folder_and_tfds_give_the_same_example_types(tmp_path, tiny_tfds_dir):
     folder = open_source(DataConfig(source=str(tmp_path), val_split="0")).split("train")
     tfds_split = tiny(tiny_tfds_dir).split("train")
     assert folder.examples().element_spec == tfds_split.examples().element_spec
+
+
+def test_a_data_dir_on_cloud_storage_reads_like_the_local_one(tiny_tfds_dir, gcs_root):
+    """--data-dir gs://...: tensorflow-datasets reads through TensorFlow's file system (here
+    the local Cloud Storage emulator) and gives the same examples as the local folder."""
+    remote = upload_folder(Path(tiny_tfds_dir), f"{gcs_root}/tfds")
+    for name in ("train", "val", "test"):
+        want = list(tiny(tiny_tfds_dir).split(name).examples().as_numpy_iterator())
+        got = list(tiny(str(remote)).split(name).examples().as_numpy_iterator())
+        assert [(bytes(image), int(label)) for image, label in got] == \
+            [(bytes(image), int(label)) for image, label in want]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 import vitcli
+from tests.reference import numpy_resnet
 from tests.support.checks import vitcli_error
 from tests.support.models import random_images
 from vitcli.models.registry import VARIANTS, decode_variant
@@ -41,7 +42,10 @@ PLAIN_ARCHITECTURES = {
     "vit-l32": (1024, 4096, 16, 24, 32),
     "vit-h14": (1280, 5120, 16, 32, 14),
 }
-LIGHT_VARIANTS = {"vit-ti16", "vit-s16", "vit-s32", "vit-b8", "vit-b16", "vit-b32", "r-vit-ti16"}
+LIGHT_VARIANTS = {"vit-ti16", "vit-s16", "vit-s32", "vit-b8", "vit-b16", "vit-b32", "r-vit-ti16",
+                  "bit-r26", "bit-r50"}
+# The pure ResNets: units per stage, counted by tests/reference/numpy_resnet.py.
+RESNET_ARCHITECTURES = {"bit-r26": (2, 2, 2, 2), "bit-r50": (3, 4, 6, 3)}
 
 
 def plain_vit_parameters(hidden, mlp, depth, patch, image_size=224, num_classes=1000) -> int:
@@ -60,6 +64,8 @@ def plain_vit_parameters(hidden, mlp, depth, patch, image_size=224, num_classes=
 def expected_count(name: str) -> int:
     if name in REFERENCE_COUNTS:
         return REFERENCE_COUNTS[name]
+    if name in RESNET_ARCHITECTURES:
+        return numpy_resnet.parameter_count(RESNET_ARCHITECTURES[name])
     hidden, mlp, _, depth, patch = PLAIN_ARCHITECTURES[name]
     return plain_vit_parameters(hidden, mlp, depth, patch)
 
@@ -70,7 +76,8 @@ def variant_params(names):
 
 
 def test_every_variant_has_an_expected_count():
-    assert set(VARIANTS) <= set(REFERENCE_COUNTS) | set(PLAIN_ARCHITECTURES)
+    assert set(VARIANTS) <= set(REFERENCE_COUNTS) | set(PLAIN_ARCHITECTURES) | \
+        set(RESNET_ARCHITECTURES)
 
 
 @pytest.mark.parametrize("name", [n for n in PLAIN_ARCHITECTURES if n in REFERENCE_COUNTS])

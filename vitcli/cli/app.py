@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from vitcli import __version__
-from vitcli.cli import evaluate, export, inspect, models, predict, train, weights
+from vitcli.cli import data, evaluate, export, inspect, models, predict, train, weights
 from vitcli.cli.console import DEBUG_VARIABLE
 
 app = typer.Typer(
@@ -52,6 +52,7 @@ app.command("export")(export.export_command)
 app.command("models")(models.models_command)
 app.add_typer(weights.app, name="weights")
 app.add_typer(inspect.app, name="inspect")
+app.add_typer(data.app, name="data")
 
 
 def main() -> None:

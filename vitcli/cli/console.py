@@ -74,7 +74,31 @@ def as_vitcli_error(error: Exception) -> VitcliError:
         return os_error(error)
     if isinstance(error, MemoryError):
         return VitcliError("out of memory", hint="use a smaller --batch, --res or model")
+    if _is_data_loss(error):
+        return data_loss_error(error)
     return internal_error(error)
+
+
+def _is_data_loss(error: Exception) -> bool:
+    """Whether TensorFlow found a damaged record (a TFRecord's checksum, e.g. packed data)."""
+    tensorflow = sys.modules.get("tensorflow")
+    return tensorflow is not None and isinstance(error, tensorflow.errors.DataLossError)
+
+
+def data_loss_error(error: Exception) -> VitcliError:
+    """A damaged record as one line: TensorFlow's reason without its op and function names."""
+    lines = []
+    for line in str(getattr(error, "message", error)).splitlines():
+        line = line.strip()
+        if line.startswith("{{function_node"):  # eager: the op's name, then the reason
+            line = line.split("}}", 1)[-1]
+        line = line.split(" [Op:", 1)[0].strip()
+        # graph execution: the reason follows where the op was defined, then its node
+        if line and not line.startswith(("[[", "File ", "Detected at node", "Graph execution")):
+            lines.append(line)
+    return VitcliError(f"damaged data: {lines[-1] if lines else 'a record is corrupt'}",
+                       hint="a file of the data (a shard of packed data) is damaged: pack "
+                            "it again with `vitcli data pack ... --overwrite`")
 
 
 def reports_errors(command=None, *, tensorflow: bool = True):

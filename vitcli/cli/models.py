@@ -24,7 +24,8 @@ def describe_variant(name: str) -> dict:
     config = decode_variant(name)
     high = _fine_tune_resolution(config)
     return {
-        "name": name, "hidden_size": config.hidden_size, "depth": config.depth,
+        "name": name, "kind": config.kind,
+        "hidden_size": config.hidden_size, "depth": config.depth,
         "num_heads": config.num_heads, "mlp_dim": config.mlp_dim,
         "patch_size": config.patch_size,
         "resnet_layers": list(config.resnet.layers) if config.resnet else None,
@@ -43,7 +44,8 @@ def models_command(
 ) -> None:
     """List the model variants: size, parameters (1000 classes, 224 px) and GFLOPs.
 
-    GFLOPs count 2 per multiply-add. Any vit-{ti,s,b,l,h}<patch> works too, e.g. vit-ti4.
+    GFLOPs count 2 per multiply-add. Any vit-{ti,s,b,l,h}<patch> works too, e.g. vit-ti4,
+    and any bit-r{26,50,101,152}x{1-4} (a pure BiT ResNet; x: width), e.g. bit-r50x3.
     The last column is the published checkpoint fine-tuning starts from by default.
 
     Example: vitcli models --json
@@ -52,21 +54,24 @@ def models_command(
     if as_json:
         print_json(rows)
         return
-    table = Table(title="ViT variants (params with a 1000-class head at 224 px)",
+    table = Table(title="Model variants (params with a 1000-class head at 224 px)",
                   box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
     for column in ("variant", "D", "L", "H", "MLP", "P", "stem", "params", "GF 224", "GF 384"):
         table.add_column(column, no_wrap=True,
                          justify="left" if column in ("variant", "stem") else "right")
     for row in rows:
         stem = "-" if row["resnet_layers"] is None else "-".join(map(str, row["resnet_layers"]))
-        table.add_row(row["name"], str(row["hidden_size"]), str(row["depth"]),
-                      str(row["num_heads"]), str(row["mlp_dim"]), str(row["patch_size"]),
+        transformer = [row[key] for key in ("hidden_size", "depth", "num_heads", "mlp_dim",
+                                            "patch_size")]
+        if row["kind"] == "resnet":  # no transformer: its columns stay empty
+            transformer = ["-"] * len(transformer)
+        table.add_row(row["name"], *map(str, transformer),
                       stem or "root", f"{row['params']:,}", f"{row['gflops_224']:.1f}",
                       f"{row['gflops_384']:.1f}")
     console.print(table)
     console.print("[dim]D width, L layers, H heads, MLP width, P patch, stem: ResNet units "
-                  "per stage; GF: GFLOPs (2 x MACs); H/14 at 392 px, 384 is not a "
-                  "multiple of 14.[/]")
+                  "per stage (bit-*: a pure ResNet, no transformer); GF: GFLOPs (2 x MACs); "
+                  "H/14 at 392 px, 384 is not a multiple of 14.[/]")
     console.print(_start_table(rows))
 
 

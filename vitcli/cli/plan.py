@@ -25,9 +25,11 @@ def show_plan(plan: dict, as_json: bool = False) -> None:
     kind = " (multi-label)" if data.get("multi_label") else ""
     console.print(f"  data: {escape(data['source'])}: {data['classes']} classes{kind}; "
                   f"{counts}", soft_wrap=True)
+    layout = (f"a pure ResNet, last feature map {grid_text(model)}"
+              if model.get("kind") == "resnet"
+              else f"{grid_text(model)} patches of {model['patch_size']} px")
     console.print(f"  model: {model['name']}, {model['parameters']:,} parameters, "
-                  f"{size_text(model['image_size'])} px, {grid_text(model)} "
-                  f"patches of {model['patch_size']} px", soft_wrap=True)
+                  f"{size_text(model['image_size'])} px, {layout}", soft_wrap=True)
     for line in [*plan["loaded"], *plan["plan"]]:
         console.print(f"  {escape(line)}", soft_wrap=True)
     console.print(f"  {plan['strategy']} strategy, {plan['precision']}; run directory "

@@ -12,6 +12,10 @@ what an example becomes depends only on (seed, g), never on when or where it is 
 - Resuming. `start_example=n` starts the stream at position n: with a file list nothing is
   read for the skipped positions; a sequential split skips whole epochs for free and reads
   (without decoding) at most one epoch's records.
+- Packed data (vitcli.data.packed_source) without `config.cache` is read shard by shard:
+  each epoch permutes the shard order, groups of shards are read interleaved, and the epoch
+  is block-shuffled as above; resuming skips whole epochs and shard groups unread, and with
+  at least P shards each of P pipelines reads only its own shards.
 - Sharding. With an InputContext of P pipelines, pipeline p takes the positions g with
   g % P == p. Step s of P pipelines with batch B then covers exactly positions
   [s*P*B, (s+1)*P*B): the same examples as one pipeline with the global batch P*B.
@@ -25,7 +29,8 @@ what an example becomes depends only on (seed, g), never on when or where it is 
   at the second of a pair starts one example earlier and drops that one once it is mixed.
 - Not exact: a file that became undecodable after it was indexed is dropped
   (`ignore_errors`), which shifts the batches (and the MixUp/CutMix pairs) after it by one
-  example.
+  example. Packed data is not filtered so: a damaged shard stops the stream with an error
+  (tf.errors.DataLossError) rather than silently losing its records.
 """
 
 from __future__ import annotations
@@ -64,7 +69,8 @@ def train_dataset(split: Split, config: DataConfig, *, image_size, batch_size: i
         return position, augmentation(image, position), ops.label_target(label, num_classes)
 
     dataset = stream.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
-    dataset = dataset.ignore_errors()  # files are checked when indexed; this is a safety net
+    if not split.shards:  # packed data: a damaged shard is an error, never skipped records
+        dataset = dataset.ignore_errors()  # files are checked when indexed; a safety net
     dataset = augment.mixed(dataset, config, seed, skip=paired_skip)  # -> (image, target)
     dataset = dataset.batch(batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE,
                             deterministic=True)
@@ -85,8 +91,10 @@ def eval_dataset(split: Split, config: DataConfig, *, image_size,
         return tf.ensure_shape(image, [*image_shape(image_size), 3]), label
 
     dataset = examples.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
-    # A file that breaks after it was indexed is dropped rather than ending the evaluation.
-    dataset = dataset.ignore_errors()
+    if not split.shards:
+        # A file that breaks after it was indexed is dropped rather than ending the evaluation
+        # (packed data was checked when packed: a damaged shard is an error).
+        dataset = dataset.ignore_errors()
     return dataset.batch(batch_size, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(
         AUTOTUNE)
 
@@ -99,6 +107,11 @@ def example_stream(split: Split, config: DataConfig, *, seed: int, start_example
     if split.random_access or config.cache:
         keys, labels, load = _table(split, config.cache)
         return _indexed_stream(keys, labels, load, seed, start_example, shard, num_shards)
+    if split.shards:  # packed data: shards in a permuted order, each pipeline its own
+        from vitcli.data.packed_source import packed_stream  # it builds on sources.py
+
+        return packed_stream(split, config, seed=seed, start_example=start_example,
+                             shard=shard, num_shards=num_shards)
     stream = _sequential_stream(split, min(config.shuffle_buffer, split.num_examples), seed,
                                 start_example)
     if num_shards > 1:

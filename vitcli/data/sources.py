@@ -3,9 +3,10 @@
 told apart (`parse_source`) and opened (`open_source`).
 
 Each kind of source has its own module: an image folder (`vitcli.data.folder_source`), a CSV
-manifest of multi-label images (`PATH.csv`, `vitcli.data.manifest_source`) or `tfds:NAME`, a
-tensorflow-datasets dataset (`vitcli.data.tfds_source`), whose images stay encoded
-(`SkipDecoding`), so every kind feeds the same decoding pipeline.
+manifest of multi-label images (`PATH.csv`, `vitcli.data.manifest_source`), a folder of packed
+data (TFRecord shards with a `vitcli-packed.json` index, `vitcli.data.packed_source`) or
+`tfds:NAME`, a tensorflow-datasets dataset (`vitcli.data.tfds_source`), whose images stay
+encoded (`SkipDecoding`), so every kind feeds the same decoding pipeline.
 
 A label is a class index (int32 scalar), or for multi-label data (`DataSource.multi_label`: a
 manifest, or tfds labels that are a Sequence(ClassLabel)) a multi-hot int32 vector over the
@@ -29,7 +30,7 @@ from vitcli.errors import VitcliError
 
 TFDS_PREFIX = "tfds:"
 MANIFEST_SUFFIX = ".csv"
-FOLDER, TFDS, MANIFEST = "folder", "tfds", "manifest"  # the kinds of source
+FOLDER, TFDS, MANIFEST, PACKED = "folder", "tfds", "manifest", "packed"  # the kinds of source
 # "any": the splits there are (pre-training, figures); "classify": also at least two classes
 # (training a classifier); "evaluate": also `all`, every image of a plain class folder.
 PURPOSES = ("any", "classify", "evaluate")
@@ -45,6 +46,9 @@ class Split:
     # class indices, or multi-hot rows (a (num_examples, classes) uint8 array) when multi-label
     labels: list[int] = field(default_factory=list, repr=False)
     reader: Callable[[], tf.data.Dataset] | None = field(default=None, repr=False)
+    # packed data: its TFRecord shards (path, examples), which the training stream reads
+    shards: list[tuple[str, int]] = field(default_factory=list, repr=False)
+    median_side: int | None = None  # known without reading images (packed data), else None
 
     @property
     def random_access(self) -> bool:
@@ -104,7 +108,8 @@ class SourceSpec:
 
 def parse_source(spec: str) -> SourceSpec:
     """`spec` as a source: `tfds:NAME` is a tensorflow-datasets dataset, a path ending in
-    `.csv` a manifest, anything else an image folder; an empty one is an error."""
+    `.csv` a manifest, a folder holding a packed index packed data, anything else an image
+    folder; an empty one is an error."""
     spec = spec.strip()
     if not spec:
         raise VitcliError("no data given", hint="give an image folder or tfds:NAME")
@@ -112,13 +117,15 @@ def parse_source(spec: str) -> SourceSpec:
         return SourceSpec(TFDS, spec[len(TFDS_PREFIX):].strip())
     if spec.lower().endswith(MANIFEST_SUFFIX):
         return SourceSpec(MANIFEST, spec)
-    return SourceSpec(FOLDER, spec)
+    from vitcli.data.packed_source import is_packed  # it builds on this module
+
+    return SourceSpec(PACKED if is_packed(spec) else FOLDER, spec)
 
 
 def open_source(config: DataConfig, *, progress: Progress | None = None,
                 purpose: str = "any") -> DataSource:
-    """Opens `config.source`: an image folder, a `.csv` manifest, or `tfds:NAME` for
-    tensorflow-datasets.
+    """Opens `config.source`: an image folder, a `.csv` manifest, packed data, or `tfds:NAME`
+    for tensorflow-datasets.
 
     `progress(done, total)` is called while an image folder's (or a manifest's) new or changed
     files are checked (a first index of a large folder takes a while; later opens reuse the
@@ -137,6 +144,10 @@ def open_source(config: DataConfig, *, progress: Progress | None = None,
         from vitcli.data.manifest_source import open_manifest  # it builds on this module
 
         opened = open_manifest(source.name, config, progress, with_all=purpose == "evaluate")
+    elif source.kind == PACKED:
+        from vitcli.data.packed_source import open_packed
+
+        opened = open_packed(source.name, config, with_all=purpose == "evaluate")
     else:
         from vitcli.data.folder_source import open_folder  # it builds on this module
 

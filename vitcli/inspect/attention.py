@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from vitcli.errors import VitcliError
 from vitcli.models.vit import config_from_model
 
 DEFAULT_BATCH_SIZE = 8
@@ -37,10 +38,19 @@ class TokenLayout:
         return rows * columns
 
 
+def _attending(model: keras.Model):
+    """The model's config; a pure ResNet (no attention, no patch tokens) is refused."""
+    config = config_from_model(model)
+    if config.is_resnet:
+        raise VitcliError(f"the model ({model.name}) is a pure ResNet: it has no attention "
+                          "or patch tokens to inspect", hint="inspect a ViT (vit-* or a hybrid)")
+    return config
+
+
 def token_layout(model: keras.Model) -> TokenLayout:
     """The token layout of a model built by `build_model` (plain, gap or hybrid, square or
     not)."""
-    config = config_from_model(model)
+    config = _attending(model)
     rows, columns = config.grid_shape
     return TokenLayout(num_prefix_tokens=config.num_prefix_tokens, grid_size=rows,
                        patch_pixels=config.image_shape[0] / rows,
@@ -52,7 +62,7 @@ class AttentionExtractor(keras.Model):
 
     def __init__(self, model: keras.Model, **kwargs):
         super().__init__(name=f"{model.name}_attention", **kwargs)
-        depth = config_from_model(model).depth
+        depth = _attending(model).depth
         self.blocks = [model.get_layer(f"encoderblock_{index}") for index in range(depth)]
         # Everything before the first block (rescale, stem, embedding, class token, positions),
         # as a view on the model's own graph.

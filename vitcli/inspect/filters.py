@@ -19,6 +19,9 @@ RGB_CHANNELS = 3
 def embedding_filters(model: keras.Model) -> np.ndarray:
     """The (P, P, 3, D) patch-embedding kernel; a one-line error for hybrids, whose embedding
     sees ResNet features rather than pixels."""
+    if "embedding" not in [layer.name for layer in model.layers]:
+        raise VitcliError(f"the model ({model.name}) is a pure ResNet: it has no patch "
+                          "embedding filters", hint="inspect a plain ViT (vit-*) for filters")
     kernel = np.asarray(model.get_layer("embedding").kernel, np.float64)
     size, _, channels, _ = kernel.shape
     if channels != RGB_CHANNELS:

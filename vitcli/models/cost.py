@@ -1,8 +1,8 @@
 """Parameter and FLOP counts computed from a config, without building the model.
 
 FLOPs count 2 per multiply-add of every convolution, dense layer and attention matmul
-(norms, softmax and element-wise ops are left out, as is usual); `vitcli models` and the
-benchmarks' fraction-of-peak figures use them.
+(norms, softmax, pooling and element-wise ops are left out, as is usual); `vitcli models`
+and the benchmarks' fraction-of-peak figures use them.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ def area(size) -> int:
 
 
 def scaled(size, stride: int):
-    """A feature map's size after a `stride` down-sampling (each side floored)."""
+    """A feature map's size after a SAME-padded `stride` convolution or pooling (each side
+    rounded up, as the ResNet's, which takes any image size; a hybrid's sizes are multiples
+    of its stride, where this is exact division)."""
     height, width = image_shape(size)
-    return canonical_size((height // stride, width // stride))
+    return canonical_size((-(-height // stride), -(-width // stride)))
 
 
 def _conv_macs(size, kernel: int, in_channels: int, out_channels: int) -> int:
@@ -61,7 +63,19 @@ def flops(config: ModelConfig) -> int:
     return 2 * _cost(config)[1]
 
 
+def _resnet_classifier_cost(config: ModelConfig) -> tuple[int, int]:
+    """A pure ResNet: the stem with all its stages, then the head on the pooled features."""
+    params, macs = _resnet_cost(config.resnet, config.image_size)
+    if config.num_classes:
+        features = config.resnet.out_channels
+        params += features * config.num_classes + config.num_classes
+        macs += features * config.num_classes
+    return params, macs
+
+
 def _cost(config: ModelConfig) -> tuple[int, int]:
+    if config.is_resnet:
+        return _resnet_classifier_cost(config)
     hidden, mlp, tokens = config.hidden_size, config.mlp_dim, config.num_tokens
     params, macs = (0, 0)
     in_channels = 3

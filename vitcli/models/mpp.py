@@ -13,6 +13,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from vitcli.errors import VitcliError
 from vitcli.models.layers import NUMERICALLY_SENSITIVE_DTYPE, serializable
 
 # What happens to each patch: left alone, replaced by the [mask] embedding, replaced by
@@ -65,6 +66,10 @@ def build_mpp_model(vit: keras.Model, num_classes: int = 512) -> keras.Model:
     (`mpp_head`, zero-initialised like the classification head); `vit`'s pooling, pre-logits
     and head are not part of it.
     """
+    if "embedding" not in [layer.name for layer in vit.layers]:
+        raise VitcliError(f"masked patch prediction needs a ViT: '{vit.name}' has no patch "
+                          "embedding (a pure ResNet?)", hint="pre-train it with the "
+                          "classification objective")
     embedding = vit.get_layer("embedding")
     num_patches = embedding.output.shape[1]
     modes = keras.Input((num_patches,), dtype="int32", name="modes")

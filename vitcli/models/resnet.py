@@ -1,7 +1,10 @@
-"""The BiT ResNet stem of the hybrid models (docs/reference.md §3).
+"""The BiT ResNet of the hybrid models' stem and of the pure ResNet classifiers
+(docs/reference.md §3).
 
 v1 bottlenecks with weight-standardised convolutions and GroupNorm; the hybrid is the
-same ViT with this stem in front of its patch embedding (composition, not a subclass).
+same ViT with this stem in front of its patch embedding (composition, not a subclass); a
+pure ResNet (`bit-r26`, `bit-r50`) is the same stem, all four stages, global average
+pooling and the head.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from vitcli.config import ResNetConfig
+from vitcli.config import ModelConfig, ResNetConfig
 from vitcli.models.layers import NUMERICALLY_SENSITIVE_DTYPE, serializable
 
 GROUP_NORM_GROUPS = 32
@@ -155,4 +158,19 @@ def resnet_stem(pixels: keras.KerasTensor, config: ResNetConfig, dtype=None) -> 
             num_units, width * 2**index, first_stride=1 if index == 0 else 2,
             name=f"block{index + 1}", dtype=dtype,
         )(x)
+    return x
+
+
+def resnet_classifier_outputs(x: keras.KerasTensor, config: ModelConfig,
+                              dtype=None) -> keras.KerasTensor:
+    """A pure ResNet classifier (kind "resnet") on normalised pixels `x`: the stem with all
+    its stages -> global average pooling (`pooling`: the pre-logits features, as in BiT) ->
+    the zero-initialised head. No final norm: a v1 unit ends in one."""
+    x = resnet_stem(x, config.resnet, dtype=dtype)
+    if x.dtype != NUMERICALLY_SENSITIVE_DTYPE:  # the pooled features feed the float32 head
+        x = ops.cast(x, NUMERICALLY_SENSITIVE_DTYPE)
+    x = layers.GlobalAveragePooling2D(name="pooling", dtype=NUMERICALLY_SENSITIVE_DTYPE)(x)
+    if config.num_classes:
+        x = layers.Dense(config.num_classes, kernel_initializer="zeros", name="head",
+                         dtype=NUMERICALLY_SENSITIVE_DTYPE)(x)
     return x

@@ -1,4 +1,5 @@
-"""Builds the functional Keras model of a `ModelConfig`, and reads a config back from a model."""
+"""Builds the functional Keras model of a `ModelConfig` (a ViT, plain or hybrid, or a pure BiT
+ResNet classifier), and reads a config back from a model."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from keras import layers, ops
 
 from vitcli.config import (
     CLASSIFIERS,
+    KINDS,
     POSEMBS,
     ModelConfig,
     ResNetConfig,
     canonical_size,
     check_image_size,
+    resnet_classifier,
     size_text,
 )
 from vitcli.errors import VitcliError
@@ -25,13 +28,53 @@ from vitcli.models.layers import (
     TokenPooling,
     layer_norm,
 )
-from vitcli.models.resnet import resnet_stem
+from vitcli.models.resnet import resnet_classifier_outputs, resnet_stem
 
 INPUT_NAME = "pixels"
 
 
+def _check_size_and_classes(config: ModelConfig) -> None:
+    if config.num_classes < 0 or min(config.image_shape) < 1:
+        raise VitcliError(f"num_classes must be >= 0 and image_size >= 1, got "
+                          f"{config.num_classes} and {size_text(config.image_size)}")
+
+
+def _validate_resnet(config: ModelConfig) -> None:
+    """A pure ResNet has stages, and none of a transformer's parts or settings (each named
+    with its flag where it has one)."""
+    name = config.name
+    _check_size_and_classes(config)
+    if config.resnet is None or not config.resnet.layers:
+        raise VitcliError(f"{name}: a pure ResNet needs at least one stage of units")
+    if config.resnet.width_factor < 1:
+        raise VitcliError(f"{name}: the ResNet width factor must be >= 1, "
+                          f"not {config.resnet.width_factor}")
+    transformer = {"hidden_size": config.hidden_size, "depth": config.depth,
+                   "num_heads": config.num_heads, "mlp_dim": config.mlp_dim,
+                   "patch_size": config.patch_size}
+    for field, value in transformer.items():
+        if value:
+            raise VitcliError(f"{field} {value}: {name}, a pure ResNet, has no "
+                              "transformer (it must be 0)")
+    switches = (("classifier (--classifier)", config.classifier, "gap"),
+                ("position embeddings (--posemb)", config.posemb, "none"),
+                ("dropout (--dropout)", config.dropout, 0),
+                ("attention dropout", config.attention_dropout, 0),
+                ("stochastic depth (--drop-path)", config.drop_path, 0),
+                ("pre-logits (representation_size)", config.representation_size, None))
+    for what, value, only in switches:
+        if value != only and not (only is None and not value):
+            raise VitcliError(f"{what} {value}: {name}, a pure ResNet, can only have "
+                              f"{only}", hint="drop the setting: it applies to ViTs")
+
+
 def validate(config: ModelConfig) -> None:
     """Refuses configs that cannot be built, with a one-line reason."""
+    if config.kind not in KINDS:
+        raise VitcliError(f"model kind must be one of {KINDS}, not '{config.kind}'")
+    if config.is_resnet:
+        _validate_resnet(config)
+        return
     height, width = config.image_shape
     if height != width:  # non-square: the side that is not a multiple of the stride
         if min(height, width) < 1:
@@ -46,12 +89,10 @@ def validate(config: ModelConfig) -> None:
             hint=f"use e.g. {config.image_size // config.stride * config.stride or config.stride}"
             f" or {(config.image_size // config.stride + 1) * config.stride}",
         )
-    if config.hidden_size % config.num_heads:
+    if config.num_heads < 1 or config.hidden_size % config.num_heads:
         raise VitcliError(f"hidden size {config.hidden_size} is not divisible by "
                           f"{config.num_heads} heads")
-    if config.num_classes < 0 or min(height, width) < 1:
-        raise VitcliError(f"num_classes must be >= 0 and image_size >= 1, got "
-                          f"{config.num_classes} and {size_text(config.image_size)}")
+    _check_size_and_classes(config)
     if config.classifier not in CLASSIFIERS:
         raise VitcliError(f"classifier must be one of {CLASSIFIERS}, not '{config.classifier}'")
     if config.posemb not in POSEMBS:
@@ -62,7 +103,8 @@ def validate(config: ModelConfig) -> None:
 
 
 def build_vit(config: ModelConfig, dtype=None) -> keras.Model:
-    """The ViT of `config`, taking float pixels in [0, 255] (NHWC) and returning logits.
+    """The model of `config` (a ViT; a pure ResNet for kind "resnet"), taking float pixels
+    in [0, 255] (NHWC) and returning logits.
 
     `dtype` is a Keras dtype policy (name or object); None uses the global policy.
     """
@@ -70,6 +112,9 @@ def build_vit(config: ModelConfig, dtype=None) -> keras.Model:
     pixels = keras.Input((*config.image_shape, 3), name=INPUT_NAME)
     # The reference normalises to [-1, 1]; doing it inside keeps every export on raw pixels.
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale", dtype=dtype)(pixels)
+    if config.is_resnet:
+        return keras.Model(pixels, resnet_classifier_outputs(x, config, dtype=dtype),
+                           name=config.name.replace("/", "_"))
     if config.resnet is not None:
         x = resnet_stem(x, config.resnet, dtype=dtype)
     x = PatchEmbedding(config.hidden_size, config.patch_size, name="embedding", dtype=dtype)(x)
@@ -129,6 +174,12 @@ def config_from_model(model: keras.Model) -> ModelConfig:
     """The `ModelConfig` of a model built by `build_model` (also after a .keras round trip)."""
     embedding = _layer_or_none(model, "embedding")
     first_block = _layer_or_none(model, "encoderblock_0")
+    resnet = _resnet_config(model)
+    if embedding is None and first_block is None and resnet is not None:  # a pure ResNet
+        head = _layer_or_none(model, "head")
+        return resnet_classifier(resnet, name=model.name,
+                                 image_size=canonical_size(model.input_shape[1:3]),
+                                 num_classes=head.units if head is not None else 0)
     if embedding is None or first_block is None:
         raise VitcliError(f"model '{model.name}' is not a vitcli ViT (no embedding/encoder layers)")
     depth = sum(layer.name.startswith("encoderblock_") for layer in model.layers)
@@ -152,5 +203,5 @@ def config_from_model(model: keras.Model) -> ModelConfig:
         attention_dropout=first_block.attention_dropout,
         # the last block's rate is the model's (a one-block model has none: its block is first)
         drop_path=model.get_layer(f"encoderblock_{depth - 1}").drop_path if depth > 1 else 0.0,
-        resnet=_resnet_config(model),
+        resnet=resnet,
     )

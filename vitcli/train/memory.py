@@ -49,7 +49,9 @@ BACKWARD_BYTES = {"fp32": (0.0, 40.3, 0.0), "16": (0.0, 20.2, 0.0)}
 PIXEL_BYTES = 24.0  # per H*W*3 input value: the float32 batch, its copies and prefetched ones
 # Per value of each ResNet conv output (conv, GroupNorm in float32, ReLU): the root block's
 # (r-vit-ti16: 12-19 bytes measured) and the bottleneck stages' (r26-vit-s32: 3.2, r50-vit-b16:
-# 8.0; their convolutions' outputs are not all kept).
+# 8.0; their convolutions' outputs are not all kept). A pure ResNet is the same stem with
+# all four stages and no tokens: bit-r26's per-image cost is estimated at 1.5x the measured
+# one at 32 and at 224 px, and its fixed part 3% above (benchmarks/memory_calibration.json).
 STEM_ROOT_BYTES = 20.0
 STEM_STAGE_BYTES = 8.0
 # The same configuration's per-image cost varies between runs by up to 25% (vit-b16 remat:
@@ -109,7 +111,8 @@ def _dot(coefficients, sizes) -> float:
 
 
 def _block_sizes(config: ModelConfig) -> tuple[int, int, int]:
-    """(T*D, T*M, H*T^2): the sizes of an encoder block's activations per image."""
+    """(T*D, T*M, H*T^2): the sizes of an encoder block's activations per image (all 0 for
+    a pure ResNet, which has no tokens: its activations are the stem's)."""
     tokens = config.num_tokens
     return (tokens * config.hidden_size, tokens * config.mlp_dim,
             config.num_heads * tokens * tokens)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import keras
 
-from vitcli.config import ModelConfig, RunConfig, check_objective
+from vitcli.config import ModelConfig, RunConfig, check_objective, check_resnet_run
 from vitcli.errors import VitcliError
 from vitcli.models.registry import decode_variant, match_variant
 from vitcli.models.vit import build_vit
@@ -13,14 +13,18 @@ from vitcli.weights.checkpoint import load_checkpoint_with_report
 from vitcli.weights.trained import resolve_model_path
 
 # What a variant's row fixes, as (ModelConfig field, the word `vitcli models` uses).
-ARCHITECTURE = (("hidden_size", "width"), ("depth", "depth"), ("num_heads", "heads"),
-                ("mlp_dim", "MLP"), ("patch_size", "patch"), ("resnet", "stem"))
+ARCHITECTURE = (("kind", "kind"), ("hidden_size", "width"), ("depth", "depth"),
+                ("num_heads", "heads"), ("mlp_dim", "MLP"), ("patch_size", "patch"),
+                ("resnet", "stem"))
 
 
 def _architecture_value(config: ModelConfig, field: str) -> str:
     value = getattr(config, field)
     if field == "resnet":
-        return "none" if value is None else "-".join(map(str, value.layers)) or "root"
+        if value is None:
+            return "none"
+        width = f"x{value.width_factor}" if value.width_factor != 1 else ""
+        return ("-".join(map(str, value.layers)) or "root") + width
     return str(value)
 
 
@@ -60,6 +64,9 @@ def _from_checkpoint(config: RunConfig, num_classes: int,
     if config.model:
         check_model_flag(config.model, report.config)
     check_switches(config, report.config)
+    # --layer-decay, --freeze blocks:N, mpp: refused for a pure ResNet, named as it is known
+    known = match_variant(report.config) or str(config.weights)
+    check_resnet_run(config, report.config.replace(name=known))
     return model, [f"weights: {config.weights}", *report.lines()]
 
 
@@ -68,10 +75,12 @@ def _from_scratch(config: RunConfig, num_classes: int,
     if not config.model:
         raise VitcliError("no model given", hint="pass --model (e.g. vit-ti16) or --weights")
     row = decode_variant(config.model)
+    check_resnet_run(config, row)
     pretraining = config.command == "pretrain"
     # Supervised pre-training has the tanh pre-logits layer of width D (docs/reference.md §6.3);
-    # masked patch prediction never trains one, and fine-tuning would drop it untrained.
-    pre_logits = pretraining and config.objective == "classification"
+    # masked patch prediction never trains one, and fine-tuning would drop it untrained. A
+    # pure ResNet has none: its pooled features are its representation (as in BiT).
+    pre_logits = pretraining and config.objective == "classification" and not row.is_resnet
     overrides = {
         "num_classes": num_classes,
         "image_size": config.image_size or 224,

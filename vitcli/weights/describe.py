@@ -7,11 +7,19 @@ import re
 
 import numpy as np
 
-from vitcli.config import ModelConfig, ResNetConfig, canonical_size
+from vitcli.config import (
+    MAX_IMAGE_SIZE,
+    ModelConfig,
+    ResNetConfig,
+    canonical_size,
+    image_shape,
+    resnet_classifier,
+    size_text,
+)
 from vitcli.errors import VitcliError
 from vitcli.models.cost import parameter_count
 from vitcli.weights.layout import POSEMB_KEY
-from vitcli.weights.npz import GRID_RECORD, POSEMB_RECORDS
+from vitcli.weights.npz import GRID_RECORD, IMAGE_SIZE_RECORD, POSEMB_RECORDS
 from vitcli.weights.posemb import square_grid
 
 _BLOCK = re.compile(r"^Transformer/encoderblock_(\d+)/")
@@ -52,10 +60,12 @@ def _depth(arrays: dict[str, np.ndarray]) -> int:
 
 
 def _grid_record(arrays: dict[str, np.ndarray], key: str) -> tuple[int, int]:
-    """A recorded token grid: (height, width), two whole numbers of at least 1."""
+    """A recorded token grid (or a pure ResNet's image size): (height, width), two whole
+    numbers of at least 1."""
     record = arrays[key]
+    what = "an image size" if key == IMAGE_SIZE_RECORD else "a token grid"
     if record.shape != (2,) or record.dtype.kind not in "iu" or min(record) < 1:
-        raise VitcliError(f"'{key}' must be a token grid (height, width) of whole numbers, "
+        raise VitcliError(f"'{key}' must be {what} (height, width) of whole numbers, "
                           f"got {record.tolist()}")
     return int(record[0]), int(record[1])
 
@@ -93,8 +103,30 @@ def _position_embeddings(arrays: dict[str, np.ndarray],
     return recorded[0], _grid_record(arrays, POSEMB_RECORDS[recorded[0]])
 
 
+# A pure ResNet archive without an IMAGE_SIZE_RECORD (not written by vitcli) is read at this.
+DEFAULT_RESNET_IMAGE_SIZE = 224
+
+
+def _describe_resnet(arrays: dict[str, np.ndarray], name: str) -> ModelConfig:
+    """A pure ResNet classifier: the hybrid stem's arrays with all its stages, the head, and
+    the image size it was trained at (IMAGE_SIZE_RECORD)."""
+    image_size = DEFAULT_RESNET_IMAGE_SIZE
+    if IMAGE_SIZE_RECORD in arrays:
+        image_size = canonical_size(_grid_record(arrays, IMAGE_SIZE_RECORD))
+        if max(image_shape(image_size)) > MAX_IMAGE_SIZE:
+            raise VitcliError(f"'{IMAGE_SIZE_RECORD}' says {size_text(image_size)} px, more "
+                              f"than vitcli's largest image side ({MAX_IMAGE_SIZE})")
+    return resnet_classifier(
+        _resnet_layout(arrays), name=name, image_size=image_size,
+        num_classes=_require(arrays, "head/kernel", 2).shape[-1] if "head/kernel" in arrays
+        else 0)
+
+
 def describe_arrays(arrays: dict[str, np.ndarray], name: str = "checkpoint") -> ModelConfig:
-    """The `ModelConfig` that an official-layout archive was made from."""
+    """The `ModelConfig` that an official-layout archive was made from (a ResNet stem without
+    a patch embedding: a pure ResNet classifier)."""
+    if "embedding/kernel" not in arrays and "conv_root/kernel" in arrays:
+        return _describe_resnet(arrays, name)
     embedding = _require(arrays, "embedding/kernel", 4)
     block = "Transformer/encoderblock_0"
     query = _require(arrays, f"{block}/MultiHeadDotProductAttention_1/query/kernel", 3)

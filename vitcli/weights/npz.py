@@ -17,7 +17,7 @@ import math
 import tokenize
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ import numpy as np
 from vitcli.config import ModelConfig
 from vitcli.errors import VitcliError
 from vitcli.files import write_atomically
+from vitcli.storage import local_copy, location
 
 KeyMap = list[tuple[str, str]]
 
@@ -72,8 +73,11 @@ def _resnet(config: ModelConfig) -> KeyMap:
 
 
 def key_map(config: ModelConfig) -> KeyMap:
-    """(checkpoint key, Keras weight path) for every array of the model of `config`."""
+    """(checkpoint key, Keras weight path) for every array of the model of `config`: a pure
+    ResNet's are the hybrid stem's names, all its stages', and the head's."""
     rows = _resnet(config) if config.resnet is not None else []
+    if config.is_resnet:
+        return rows + (_same("head/kernel", "head/bias") if config.num_classes else [])
     rows += _same("embedding/kernel", "embedding/bias")
     if config.classifier == "token":
         rows.append(("cls", "cls/cls"))
@@ -102,9 +106,16 @@ POSEMB_RECORDS = {"sincos2d": "Transformer/posembed_input/sincos2d",
 GRID_RECORD = "Transformer/posembed_input/grid"
 
 
+# A pure ResNet takes any image size and has no table or grid to tell which one it was
+# trained at: it records (height, width) in pixels under this key instead.
+IMAGE_SIZE_RECORD = "image_size"
+
+
 def posemb_record(config: ModelConfig) -> dict[str, np.ndarray]:
     """The record array of a sincos2d or none model, or of a non-square learned table's grid;
-    nothing for a square learned table."""
+    nothing for a square learned table; a pure ResNet's image size."""
+    if config.is_resnet:
+        return {IMAGE_SIZE_RECORD: np.array(config.image_shape, np.int32)}
     grid = np.array(config.grid_shape, np.int32)
     if config.posemb not in POSEMB_RECORDS:
         return {GRID_RECORD: grid} if grid[0] != grid[1] and config.posemb == "learned" else {}
@@ -113,7 +124,7 @@ def posemb_record(config: ModelConfig) -> dict[str, np.ndarray]:
 
 def without_records(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The weight arrays of an archive: everything but the position-embedding records."""
-    records = {*POSEMB_RECORDS.values(), GRID_RECORD}
+    records = {*POSEMB_RECORDS.values(), GRID_RECORD, IMAGE_SIZE_RECORD}
     return {key: value for key, value in arrays.items() if key not in records}
 
 
@@ -153,15 +164,19 @@ def _size_text(count: int) -> str:
     raise AssertionError("unreachable")
 
 
-def _open_zip(path: Path) -> zipfile.ZipFile:
+@contextlib.contextmanager
+def _open_zip(path) -> Iterator[zipfile.ZipFile]:
+    """The archive at `path` (downloaded first when it is a URL)."""
     if not path.is_file():
         raise VitcliError(f"checkpoint '{path}' does not exist or is not a file")
-    if not zipfile.is_zipfile(path):
-        with open(path, "rb") as handle:
-            is_npy = handle.read(6) == b"\x93NUMPY"
-        detail = "a single .npy array" if is_npy else "not a zip archive"
-        raise VitcliError(f"'{path}' is not an .npz archive ({detail})")
-    return zipfile.ZipFile(path)
+    with local_copy(path) as local:
+        if not zipfile.is_zipfile(local):
+            with open(local, "rb") as handle:
+                is_npy = handle.read(6) == b"\x93NUMPY"
+            detail = "a single .npy array" if is_npy else "not a zip archive"
+            raise VitcliError(f"'{path}' is not an .npz archive ({detail})")
+        with zipfile.ZipFile(local) as archive:
+            yield archive
 
 
 def _check_total(path: Path, infos: list[zipfile.ZipInfo]) -> None:
@@ -245,7 +260,7 @@ def read_npz(path: str | Path, expected: Mapping[str, tuple[int, ...] | None] | 
     `allowed_bytes`; with `expected` (key -> shape or None for any, when the model is known
     beforehand, e.g. a training checkpoint's) also any other keys or shapes, all before any
     data is read. Every failure is one VitcliError line."""
-    path = Path(path)
+    path = location(path)
     with _reading_errors(path), _open_zip(path) as archive:
         members = _checked_members(path, archive)
         if expected is not None:
