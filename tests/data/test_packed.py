@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from tests.support.images import batches, make_folder
 from vitcli.config import MAX_SHARDS, DataConfig
-from vitcli.data import pack, packed_source, pipeline
+from vitcli.data import packed_source, pipeline
 from vitcli.data.pack import pack_folder
 from vitcli.data.sources import PACKED, open_source, parse_source
 from vitcli.errors import VitcliError
