@@ -1,0 +1,76 @@
+"""Study 2: transfer accuracy against pre-training compute (the paper's figure 5).
+
+Three families pre-trained on the 30k images of the five pre-training classes at three
+budgets (images seen), then transferred to the other five classes (25-shot linear probe
+and a short fine-tune): a ViT (vit-mu7, 28 px), a hybrid (r-vit-ti16: the ResNet root
+block, then ViT-Ti on a grid of its features; at 64 px, the size its stride of 32 allows a
+2x2 grid) and a ResNet (bit-r26, 28 px). Pre-training FLOPs are images seen x 3 x the
+forward FLOPs of one image (forward plus a backward pass of twice its cost), from vitcli's
+cost model (the one `vitcli models` prints, which has no command for a model at a given
+resolution and class count; this script imports `vitcli.models.cost` for it).
+Writes docs/studies/compute.{csv,png}.
+
+    python examples/studies/compute.py            # about 15 min on 2 CPU cores (after data_size.py)
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+from common import BATCH, Study, parse_args, val_top1
+
+from vitcli.models.cost import flops
+from vitcli.models.registry import decode_variant
+
+# name: (label, resolution, pre-training lr, fine-tuning lr); data_size.py's settings, so the
+# longest budget's runs of the ViT and the ResNet are shared with it (the hybrid takes the
+# ViT's rates)
+MODELS = {
+    "vit-mu7": ("ViT (vit-mu7, 28 px)", 28, 3e-3, 0.03),
+    "r-vit-ti16": ("hybrid (r-vit-ti16, 64 px)", 64, 3e-3, 0.03),
+    "bit-r26": ("ResNet (bit-r26, 28 px)", 28, 1e-3, 0.1),
+}
+BUDGETS = (50, 100, 200)  # pre-training steps of 64 images
+FINETUNE_STEPS = 60
+
+
+def main(argv=None) -> int:
+    args = parse_args("compute", __doc__.split("\n")[0], argv)
+    study = Study(args)
+    budgets, ft_steps = ((2, 3), 2) if args.tiny else (BUDGETS, FINETUNE_STEPS)
+    data = study.pretrain_data(None)
+    rows = []
+    for model, (_label, res, lr, ft_lr) in MODELS.items():
+        forward = flops(decode_variant(model, image_size=res, num_classes=5))
+        for steps in budgets:
+            run = study.pretrain(f"pretrain-{model}-{data.name}", model, data, res, steps, lr=lr)
+            tuned = study.finetune(f"finetune-{model}-{data.name}", run, res, ft_steps, lr=ft_lr)
+            images = steps * BATCH
+            rows.append({"model": model, "res": res, "pretrain_images": images,
+                         "forward_mflops": round(forward / 1e6, 1),
+                         "pretrain_tflops": images * 3 * forward / 1e12,
+                         "pretrain_val_top1": val_top1(run),
+                         "fewshot25": study.few_shot(run)[25],
+                         "finetune_top1": study.test_top1(tuned)})
+    csv = study.write_csv(rows)
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
+    panels = [("fewshot25", "25-shot linear probe"),
+              ("finetune_top1", f"fine-tuned, {ft_steps} steps on 1,000 images")]
+    for axis, (key, title) in zip(axes, panels, strict=True):
+        for (model, (label, *_)), style in zip(MODELS.items(), ("o-", "^-.", "s--"), strict=True):
+            points = [(r["pretrain_tflops"], 100 * r[key]) for r in rows if r["model"] == model]
+            axis.plot(*zip(*points, strict=True), style, label=label)
+        axis.set_xscale("log")
+        axis.set_xlabel("pre-training compute (TFLOPs: images seen x 3 x forward FLOPs)")
+        axis.set_ylabel("transfer test top-1 (%), 5 new classes")
+        axis.set_title(title)
+        axis.grid(alpha=0.3, which="both")
+        axis.legend(fontsize=8)
+    figure.suptitle("Transfer accuracy against pre-training compute: "
+                    f"{', '.join(str(b * BATCH) for b in budgets)} images seen")
+    study.finish(csv, study.save_figure(figure))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
