@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from tests.support.cli import invoke, one_error_line
+from tests.support.images import write_colour_folder
 from tests.support.runs import assert_same_weights
 
 TINY = ("--model", "vit-mu8", "--res", "16", "--batch", "6", "--lr", "2e-3", "--warmup", "1")
@@ -82,10 +83,17 @@ def test_bad_settings_are_one_line(colour_folder, tmp_path, args, message):
     assert not (tmp_path / "o").exists()
 
 
-def test_missing_folder_and_missing_out_are_one_line(tmp_path, colour_folder):
+def test_a_missing_folder_is_one_line(tmp_path):
     line = one_error_line(invoke("data", "pack", tmp_path / "nope", "--out", tmp_path / "o"))
     assert "no such folder" in line
-    assert "give --out" in one_error_line(invoke("data", "pack", colour_folder))
+
+
+def test_without_out_the_pack_goes_beside_the_folder(tmp_path):
+    folder = write_colour_folder(tmp_path / "colours", per_class=3)
+    result = invoke("data", "pack", f"{folder}/")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "colours-packed" / "vitcli-packed.json").is_file()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["colours", "colours-packed"]
 
 
 def test_a_folder_that_is_not_empty_is_refused(colour_folder, tmp_path):

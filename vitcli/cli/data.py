@@ -37,13 +37,22 @@ def pack_progress():
         yield update
 
 
+def default_out(folder: str) -> str:
+    """`FOLDER-packed`, beside the folder (a trailing slash ignored)."""
+    trimmed = folder.rstrip("/")
+    if not trimmed or trimmed.endswith(("://", ":")):
+        raise VitcliError(f"give --out: {folder} has no name to put the packed data beside")
+    return f"{trimmed}-packed"
+
+
 @app.command("pack")
 @reports_errors(tensorflow=False)  # the settings are checked first
 def pack_command(
     folder: Annotated[str, typer.Argument(
         help="Image folder: DIR/<class>/... or DIR/{train,val,test}/<class>/...")],
     out: Annotated[str | None, typer.Option(
-        "--out", "-o", help="The folder to write: a path, gs://... or ram://...")] = None,
+        "--out", "-o", help=with_default("The folder to write: a path, gs://... or ram://...",
+                                         "FOLDER-packed, beside FOLDER"))] = None,
     shards: Annotated[int | None, typer.Option("--shards", help=with_default(
         "About this many shards in all, in proportion to the splits (each at least one).",
         f"one per {TARGET_SHARD_BYTES // 2**20} MiB of images"))] = None,
@@ -64,8 +73,7 @@ def pack_command(
     """
     from vitcli.config import check_value, data_config
 
-    if not out:
-        raise VitcliError("give --out: the folder to write the packed data to")
+    out = out or default_out(folder)
     # Every setting checked before TensorFlow starts: a typo answers at once.
     shards, workers = (check_value(PackConfig, "shards", shards),
                        check_value(PackConfig, "workers", workers))
