@@ -11,7 +11,7 @@ index and its path relative to the folder.
 Order of writing, so that no reader ever sees half a pack (every file through
 `tf.io.gfile`: local paths, `gs://`, `ram://`): the plan (`.pack-plan.json`: everything the
 index will say but the shards' sizes) first, then the shards in parallel, each written to
-`.NAME.tmp-XXXXXXXX` and renamed onto its name when complete, then the index
+`.NAME.tmp-<8 hex digits>` and renamed onto its name when complete, then the index
 (`vitcli-packed.json`) last. A run that was stopped resumes: the same command finds its plan,
 keeps the shards whose file holds the planned number of records and writes the others. Into
 a folder holding anything else (another pack, or files of someone else's) it writes only with
