@@ -70,13 +70,13 @@ def main(argv=None) -> int:
             ticks.append(f"{name.replace(' + ', chr(10) + '+ ')}\nlr {mine[0]['lr']:g}\n"
                          f"{mean:.1f} ± {std:.1f}")
         every = [100 * r[key] for r in rows]
-        axis.set_ylim(max(0, min(every) - 8), min(100, max(every) + 3))
+        axis.set_ylim(max(0, min(every) - 8), min(100, max(every) + 7))
         axis.set_xticks(range(len(ticks)), ticks, fontsize=8)
         axis.set_xlabel("position embedding + pooling (learning rate)")
         axis.set_ylabel("top-1 (%)")
         axis.set_title(title)
         axis.grid(axis="y", alpha=0.3)
-        axis.legend(loc="upper right", fontsize=8)
+        axis.legend(loc="upper left", fontsize=8)
     figure.suptitle(f"{MODEL} at {RES} px, {steps} pre-training steps of 64; bars: mean ± std "
                     f"over {len(seeds)} seed(s)")
     study.finish(csv, study.save_figure(figure))
