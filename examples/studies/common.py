@@ -30,6 +30,10 @@ from split_classes import TINY_SIZES, SplitSizes, build_split, pretrain_name  # 
 
 VITCLI = str(Path(sys.executable).with_name("vitcli"))
 BATCH = 64  # every pre-training and fine-tuning run
+# The learning rates a study tunes per model, as the paper tunes each model's own
+# (`Study.tuned_rates`): AdamW pre-training and SGD fine-tuning.
+PRETRAIN_LRS = (1e-3, 3e-3)
+FINETUNE_LRS = (0.03, 0.1)
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -40,12 +44,17 @@ def parse_args(name: str, description: str, argv=None) -> argparse.Namespace:
                              "runs/studies-tiny with --tiny]")
     parser.add_argument("--data", type=Path, default=ROOT / "data/fashion-mnist-full",
                         help="Fashion-MNIST as make_fashion_mnist.py --full writes it")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs/studies",
-                        help="where <study>.csv and <study>.png go")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where <study>.csv and <study>.png go [default: docs/studies, "
+                             "WORK/results with --tiny]")
     parser.add_argument("--tiny", action="store_true",
                         help="a few steps on a few images, one seed: checks the plumbing only")
+    parser.add_argument("--seeds", type=int, default=None, choices=range(1, 11), metavar="N",
+                        help="seeds 0..N-1 where the study runs several [default: 3, 1 with "
+                             "--tiny]")
     args = parser.parse_args(argv)
     args.work = args.work or ROOT / ("runs/studies-tiny" if args.tiny else "runs/studies")
+    args.out = args.out or (args.work / "results" if args.tiny else ROOT / "docs/studies")
     args.name = name
     return args
 
@@ -60,6 +69,7 @@ class Study:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.started = time.perf_counter()
         self.sizes = TINY_SIZES if self.tiny else SplitSizes()
+        self.seeds = range(args.seeds or (1 if self.tiny else 3))
         self.split = self.work / "data"
         build_split(args.data, self.split, self.sizes)
 
@@ -157,6 +167,27 @@ class Study:
             "--batch", BATCH, "--lr", lr, "--warmup", max(1, steps // 10),
             "--train-crop", "resize", "--eval-every", steps, "--checkpoint-every", 100,
             "--seed", seed, *extra])
+
+    def tuned_rates(self, model: str, res, steps: int, ft_steps: int) -> tuple[float, float]:
+        """A model's own learning rates: the pre-training rate of PRETRAIN_LRS with the
+        better validation top-1 after STEPS on all pre-training images (seed 0), then the
+        fine-tuning rate of FINETUNE_LRS with the better transfer validation top-1 from that
+        run. The runs are the ones a study would make anyway, so tuning costs one extra
+        pre-training and one extra fine-tune per model."""
+        data = self.pretrain_data(None)
+        runs = {lr: self.pretrain(f"pretrain-{model}-{data.name}", model, data, res, steps,
+                                  lr=lr) for lr in PRETRAIN_LRS}
+        pretrain_lr = max(runs, key=lambda lr: val_top1(runs[lr]))
+        finetune_lr = self.best_finetune_lr(f"finetune-{model}-{data.name}", runs[pretrain_lr],
+                                            res, ft_steps)
+        self.log(f"{model}: pre-training lr {pretrain_lr:g}, fine-tuning lr {finetune_lr:g}")
+        return pretrain_lr, finetune_lr
+
+    def best_finetune_lr(self, label: str, start: Path | None, res, steps: int,
+                         extra: tuple = ()) -> float:
+        """The rate of FINETUNE_LRS whose fine-tune (seed 0) has the better validation top-1."""
+        return max(FINETUNE_LRS, key=lambda lr: val_top1(
+            self.finetune(label, start, res, steps, lr=lr, extra=extra)))
 
     # ------------------------------------------------------------------ results
 

@@ -14,7 +14,7 @@ Writes docs/studies/mpp.{csv,png}.
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-from common import Study, mean_std, parse_args, val_top1
+from common import FINETUNE_LRS, Study, mean_std, parse_args, val_top1
 
 MODEL = "vit-mu7"
 RES = 28
@@ -22,8 +22,6 @@ PRETRAIN_STEPS = 400  # x 64 = 25,600 images, 0.85 epochs of the 30k, for both o
 SUPERVISED_LR = 3e-3  # the recipe's
 MPP_LR = 1e-3  # README's masked-patch run; cosine decay (MPP's default schedule)
 FINETUNE_STEPS = 150  # x 64 = 9,600 images, about 10 epochs of the 1,000 transfer images
-FINETUNE_LRS = (0.03, 0.1)  # each start gets the better on the transfer validation images
-SEEDS = (0, 1, 2)
 STARTS = ("scratch", "mpp", "supervised")
 LABELS = {"scratch": "from scratch",
           "mpp": "masked patch prediction",
@@ -34,9 +32,8 @@ def main(argv=None) -> int:
     args = parse_args("mpp", __doc__.split("\n")[0], argv)
     study = Study(args)
     steps, ft_steps = (3, 2) if args.tiny else (PRETRAIN_STEPS, FINETUNE_STEPS)
-    seeds = SEEDS[:1] if args.tiny else SEEDS
+    seeds = study.seeds
     data = study.pretrain_data(None)
-    rates = FINETUNE_LRS[:1] if args.tiny else FINETUNE_LRS
 
     def start_run(start: str, seed: int):
         if start == "mpp":
@@ -54,7 +51,8 @@ def main(argv=None) -> int:
 
     rows = []
     for start in STARTS:
-        sweep = {lr: val_top1(finetune(start, seeds[0], lr)) for lr in rates}
+        # each start gets its better rate on the transfer validation images
+        sweep = {lr: val_top1(finetune(start, seeds[0], lr)) for lr in FINETUNE_LRS}
         best = max(sweep, key=sweep.get)
         for seed in seeds:
             rows.append({"start": start, "seed": seed, "finetune_lr": best,

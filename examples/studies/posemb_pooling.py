@@ -14,7 +14,7 @@ Writes docs/studies/posemb_pooling.{csv,png}.
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-from common import Study, mean_std, parse_args, val_top1
+from common import PRETRAIN_LRS, Study, mean_std, parse_args, val_top1
 
 MODEL = "vit-mu7"
 RES = 28
@@ -24,17 +24,14 @@ VARIANTS = {  # name: (posemb, classifier)
     "sincos2d + token": ("sincos2d", "token"),
     "learned + gap": ("learned", "gap"),
 }
-LEARNING_RATES = (1e-3, 3e-3)  # the recipe's 3e-3 and a third of it
 STEPS = 300  # x 64 = 19,200 images
-SEEDS = (0, 1, 2)
 
 
 def main(argv=None) -> int:
     args = parse_args("posemb_pooling", __doc__.split("\n")[0], argv)
     study = Study(args)
     steps = 3 if args.tiny else STEPS
-    seeds = SEEDS[:1] if args.tiny else SEEDS
-    rates = LEARNING_RATES[:1] if args.tiny else LEARNING_RATES
+    seeds = study.seeds
     data = study.pretrain_data(None)
 
     def pretrain(name: str, lr: float, seed: int):
@@ -45,7 +42,7 @@ def main(argv=None) -> int:
 
     rows = []
     for name, (posemb, classifier) in VARIANTS.items():
-        sweep = {lr: val_top1(pretrain(name, lr, seeds[0])) for lr in rates}
+        sweep = {lr: val_top1(pretrain(name, lr, seeds[0])) for lr in PRETRAIN_LRS}
         best = max(sweep, key=sweep.get)  # the pre-training validation images decide
         for seed in seeds:
             run = pretrain(name, best, seed)

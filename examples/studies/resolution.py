@@ -20,14 +20,13 @@ PRETRAIN_STEPS = 400  # x 64 = 25,600 images, 0.85 epochs of the 30k
 PRETRAIN_LR = 3e-3  # the recipe's
 FINETUNE_STEPS = 150  # x 64 = 9,600 images, about 10 epochs of the 1,000 transfer images
 FINETUNE_LR = 0.03  # the recipe's (fashion-mnist-finetune.yaml)
-SEEDS = (0, 1, 2)
 
 
 def main(argv=None) -> int:
     args = parse_args("resolution", __doc__.split("\n")[0], argv)
     study = Study(args)
     steps, ft_steps = (3, 2) if args.tiny else (PRETRAIN_STEPS, FINETUNE_STEPS)
-    seeds = SEEDS[:1] if args.tiny else SEEDS
+    seeds = study.seeds
     data = study.pretrain_data(None)
     rows = []
     for seed in seeds:

@@ -33,11 +33,12 @@ COMMANDS = typer.main.get_command(app).commands
 
 # study: (CSV columns, rows of the --tiny run, columns holding accuracies)
 EXPECTED = {
-    "data_size": (["model", "pretrain_images", "seed", "pretrain_val_top1", "fewshot5",
-                   "fewshot25", "finetune_top1"], 6,
+    "data_size": (["model", "pretrain_images", "seed", "pretrain_lr", "finetune_lr",
+                   "pretrain_val_top1", "fewshot5", "fewshot25", "finetune_top1"], 6,
                   ["pretrain_val_top1", "fewshot5", "fewshot25", "finetune_top1"]),
-    "compute": (["model", "res", "pretrain_images", "forward_mflops", "pretrain_tflops",
-                 "pretrain_val_top1", "fewshot25", "finetune_top1"], 6,
+    "compute": (["model", "res", "pretrain_images", "pretrain_lr", "finetune_lr",
+                 "forward_mflops", "pretrain_tflops", "pretrain_val_top1", "fewshot25",
+                 "finetune_top1"], 6,
                 ["pretrain_val_top1", "fewshot25", "finetune_top1"]),
     "resolution": (["pretrain_res", "finetune_res", "seed", "finetune_top1"], 2,
                    ["finetune_top1"]),
@@ -102,10 +103,10 @@ def fake_vitcli(monkeypatch):
     return fake
 
 
-def run_study(name: str, tmp_path: Path) -> Path:
+def run_study(name: str, tmp_path: Path, *extra: str) -> Path:
     module = importlib.import_module(name)
     argv = ["--tiny", "--data", str(BUNDLED), "--work", str(tmp_path / "work"),
-            "--out", str(tmp_path / "out")]
+            "--out", str(tmp_path / "out"), *extra]
     assert module.main(argv) == 0
     return tmp_path / "out" / f"{name}.csv"
 
@@ -133,6 +134,55 @@ def test_study_plumbing(name, tmp_path, fake_vitcli):
     run_study(name, tmp_path)
     assert fake_vitcli.calls == []
     assert table.read_text() == before
+
+
+def option(call: list[str], name: str) -> str:
+    return call[call.index(name) + 1]
+
+
+def test_each_model_gets_its_better_learning_rates(tmp_path, fake_vitcli):
+    """data_size's rates per model are the candidates' better ones by validation top-1: the
+    pre-training rate on all pre-training images, then the fine-tuning rate from that run
+    (and the from-scratch fine-tune its own); and --seeds N runs seeds 0..N-1."""
+    with open(run_study("data_size", tmp_path, "--seeds", "2")) as stream:
+        rows = list(csv.DictReader(stream))
+    calls = fake_vitcli.calls
+    assert {row["seed"] for row in rows} == {"0", "1"} and len(rows) == 12
+    for model in ("vit-mu4", "bit-r26"):
+        tuning = {float(option(call, "--lr")): score(call) for call in calls
+                  if call[0] == "pretrain" and option(call, "--model") == model
+                  and option(call, "--data").endswith("pretrain-all")
+                  and option(call, "--seed") == "0"}
+        assert sorted(tuning) == sorted(common.PRETRAIN_LRS)
+        pretrain_lr = max(tuning, key=tuning.get)
+        starts = {"scratch": None}
+        for call in calls:
+            if (call[0] == "pretrain" and option(call, "--model") == model
+                    and float(option(call, "--lr")) == pretrain_lr
+                    and option(call, "--data").endswith("pretrain-all")
+                    and option(call, "--seed") == "0"):
+                starts["pretrained"] = option(call, "--out")
+        wanted = {}
+        for start, run in starts.items():
+            sweep = {float(option(call, "--lr")): score(call) for call in calls
+                     if call[0] == "finetune" and option(call, "--seed") == "0"
+                     and (run is not None and "--weights" in call
+                          and option(call, "--weights") == run
+                          or run is None and "--from-scratch" in call
+                          and option(call, "--model") == model)}
+            assert sorted(sweep) == sorted(common.FINETUNE_LRS)
+            wanted[start] = max(sweep, key=sweep.get)
+        mine = [row for row in rows if row["model"] == model]
+        assert {float(row["pretrain_lr"]) for row in mine if row["pretrain_lr"]} == {pretrain_lr}
+        assert {float(row["finetune_lr"]) for row in mine if row["pretrain_lr"]} == {
+            wanted["pretrained"]}
+        assert {float(row["finetune_lr"]) for row in mine if not row["pretrain_lr"]} == {
+            wanted["scratch"]}
+        # Every pre-training run of the model used the tuned rate but the tuning's own.
+        used = {float(option(call, "--lr")) for call in calls if call[0] == "pretrain"
+                and option(call, "--model") == model
+                and not option(call, "--data").endswith("pretrain-all")}
+        assert used == {pretrain_lr}
 
 
 def test_interrupted_run_resumes(tmp_path, fake_vitcli):
