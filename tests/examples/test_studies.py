@@ -40,7 +40,7 @@ EXPECTED = {
                  "forward_mflops", "pretrain_tflops", "pretrain_val_top1", "fewshot25",
                  "finetune_top1"], 6,
                 ["pretrain_val_top1", "fewshot25", "finetune_top1"]),
-    "resolution": (["pretrain_res", "finetune_res", "seed", "finetune_top1"], 2,
+    "resolution": (["pretrain_res", "finetune_res", "seed", "finetune_lr", "finetune_top1"], 2,
                    ["finetune_top1"]),
     "posemb_pooling": (["posemb", "classifier", "lr", "seed", "pretrain_val_top1", "fewshot25",
                         "lr_sweep"], 4, ["pretrain_val_top1", "fewshot25"]),
