@@ -7,6 +7,7 @@ a user types, give what the same sequence gives on local paths."""
 from __future__ import annotations
 
 import _thread
+import contextlib
 import json
 import os
 import signal
@@ -30,18 +31,28 @@ PRETRAIN_STEPS = 40
 EVENTS = "events.out.tfevents."
 
 
+@contextlib.contextmanager
 def interrupt_after_first_checkpoint(run):
     """Ctrl-C (KeyboardInterrupt in the main thread, the path SIGINT and SIGTERM take) once
-    the run's first checkpoint exists: a real stop of a real run, on whatever file system."""
+    the run's first checkpoint exists: a real stop of a real run, on whatever file system.
+    No time limit (a loaded machine once took six minutes to the first step); the watch
+    ends with the block, so a run that never checkpoints fails its exit-code check instead."""
     state = location(run) / "checkpoints" / "state.npz"
+    done = threading.Event()
 
     def watch():
-        deadline = time.monotonic() + 300
-        while not state.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        while not state.exists():
+            if done.wait(0.01):
+                return
         _thread.interrupt_main()
 
-    threading.Thread(target=watch, daemon=True).start()
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
 
 
 def ok(result):
@@ -75,8 +86,8 @@ def check_stopped(root) -> None:
 def run_sequence(root) -> dict:
     """pretrain -> stop -> resume -> .npz -> finetune -> evaluate -> export, every path below
     `root`, in this process."""
-    interrupt_after_first_checkpoint(root / "pre")
-    stopped = invoke(*pretrain_command(root))
+    with interrupt_after_first_checkpoint(root / "pre"):
+        stopped = invoke(*pretrain_command(root))
     assert stopped.exit_code == 130, stopped.output
     check_stopped(root)
     assert "resuming at step" in ok(invoke(*pretrain_command(root), "--resume")).output
@@ -93,7 +104,7 @@ def run_processes(root, environ) -> dict:
     process = subprocess.Popen(command(pretrain_command(root)), env=environ,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     state = root / "pre" / "checkpoints" / "state.npz"
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 1200  # a guard against a hang, not a time limit
     while not state.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)

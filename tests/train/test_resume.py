@@ -36,7 +36,7 @@ def start_and_stop(args, out, stop_signal) -> subprocess.Popen:
     """Starts a run and sends `stop_signal` as soon as its first checkpoint exists."""
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     state = out / "checkpoints" / "state.npz"
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 1200  # a guard against a hang, not a time limit
     while not state.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     process.send_signal(stop_signal)
