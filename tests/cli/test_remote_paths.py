@@ -46,6 +46,8 @@ def interrupt_after_first_checkpoint(run):
                 return
         _thread.interrupt_main()
 
+    # A real Ctrl-C reaches Python's own handler; interrupt_main does nothing without it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
@@ -53,6 +55,7 @@ def interrupt_after_first_checkpoint(run):
     finally:
         done.set()
         watcher.join()
+        signal.signal(signal.SIGINT, previous)
 
 
 def ok(result):

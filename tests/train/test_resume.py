@@ -34,7 +34,10 @@ def run_to_end(args):
 
 def start_and_stop(args, out, stop_signal) -> subprocess.Popen:
     """Starts a run and sends `stop_signal` as soon as its first checkpoint exists."""
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # SIGINT as from a terminal: a child inherits an ignored SIGINT (and Python then leaves
+    # it ignored), so the run starts with the default whatever this process does with it.
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     state = out / "checkpoints" / "state.npz"
     deadline = time.monotonic() + 1200  # a guard against a hang, not a time limit
     while not state.exists() and process.poll() is None and time.monotonic() < deadline:
