@@ -212,6 +212,11 @@ class Study:
         self.log(f"done in {elapsed / 60:.1f} min: " + ", ".join(map(str, paths)))
 
 
+def seeded(label: str, seed: int) -> str:
+    """A run's label for a seed; seed 0's carry no suffix, so studies share them."""
+    return label if seed == 0 else f"{label}-seed{seed}"
+
+
 def val_top1(run: Path) -> float:
     """The run's last validation top-1 (its own classes), from metrics.jsonl."""
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -17,7 +17,7 @@ Writes docs/studies/compute.{csv,png}.
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-from common import BATCH, Study, parse_args, val_top1
+from common import BATCH, Study, mean_std, parse_args, seeded, val_top1
 
 from vitcli.models.cost import flops
 from vitcli.models.registry import decode_variant
@@ -44,11 +44,13 @@ def main(argv=None) -> int:
     for model, (_label, res) in MODELS.items():
         forward = flops(decode_variant(model, image_size=res, num_classes=5))
         lr, ft_lr = study.tuned_rates(model, res, budgets[1], ft_steps)
-        for steps in budgets:
-            run = study.pretrain(f"pretrain-{model}-{data.name}", model, data, res, steps, lr=lr)
-            tuned = study.finetune(f"finetune-{model}-{data.name}", run, res, ft_steps, lr=ft_lr)
+        for steps, seed in ((steps, seed) for steps in budgets for seed in study.seeds):
+            run = study.pretrain(seeded(f"pretrain-{model}-{data.name}", seed), model, data,
+                                 res, steps, lr=lr, seed=seed)
+            tuned = study.finetune(seeded(f"finetune-{model}-{data.name}", seed), run, res,
+                                   ft_steps, lr=ft_lr, seed=seed)
             images = steps * BATCH
-            rows.append({"model": model, "res": res, "pretrain_images": images,
+            rows.append({"model": model, "res": res, "pretrain_images": images, "seed": seed,
                          "pretrain_lr": lr, "finetune_lr": ft_lr,
                          "forward_mflops": round(forward / 1e6, 1),
                          "pretrain_tflops": images * 3 * forward / 1e12,
@@ -62,8 +64,12 @@ def main(argv=None) -> int:
               ("finetune_top1", f"fine-tuned, {ft_steps} steps on 1,000 images")]
     for axis, (key, title) in zip(axes, panels, strict=True):
         for (model, (label, *_)), style in zip(MODELS.items(), ("o-", "^-.", "s--"), strict=True):
-            points = [(r["pretrain_tflops"], 100 * r[key]) for r in rows if r["model"] == model]
-            axis.plot(*zip(*points, strict=True), style, label=label)
+            mine = [r for r in rows if r["model"] == model]
+            tflops = sorted({r["pretrain_tflops"] for r in mine})
+            stats = [mean_std(100 * r[key] for r in mine if r["pretrain_tflops"] == x)
+                     for x in tflops]
+            axis.errorbar(tflops, [m for m, _ in stats], yerr=[d for _, d in stats], fmt=style,
+                          capsize=4, label=f"{label}, {len(study.seeds)} seed(s)")
         axis.set_xscale("log")
         axis.set_xlabel("pre-training compute (TFLOPs: images seen x 3 x forward FLOPs)")
         axis.set_ylabel("transfer test top-1 (%), 5 new classes")

@@ -17,17 +17,12 @@ spread. Writes docs/studies/data_size.{csv,png}.
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-from common import Study, mean_std, parse_args, val_top1
+from common import Study, mean_std, parse_args, seeded, val_top1
 
 MODELS = {"vit-mu4": "ViT (vit-mu4)", "bit-r26": "ResNet (bit-r26)"}
 RES = 28
 PRETRAIN_STEPS = 200  # x 64 images: 12,800 seen on every subset
 FINETUNE_STEPS = 60  # 3,840 images: about 4 epochs of the 1,000 transfer images
-
-
-def seeded(label: str, seed: int) -> str:
-    """Seed 0's runs carry no suffix, so compute.py (seed 0) shares them."""
-    return label if seed == 0 else f"{label}-seed{seed}"
 
 
 def main(argv=None) -> int:

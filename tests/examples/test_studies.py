@@ -36,7 +36,7 @@ EXPECTED = {
     "data_size": (["model", "pretrain_images", "seed", "pretrain_lr", "finetune_lr",
                    "pretrain_val_top1", "fewshot5", "fewshot25", "finetune_top1"], 6,
                   ["pretrain_val_top1", "fewshot5", "fewshot25", "finetune_top1"]),
-    "compute": (["model", "res", "pretrain_images", "pretrain_lr", "finetune_lr",
+    "compute": (["model", "res", "pretrain_images", "seed", "pretrain_lr", "finetune_lr",
                  "forward_mflops", "pretrain_tflops", "pretrain_val_top1", "fewshot25",
                  "finetune_top1"], 6,
                 ["pretrain_val_top1", "fewshot25", "finetune_top1"]),
