@@ -35,8 +35,8 @@ EVENTS = "events.out.tfevents."
 def interrupt_after_first_checkpoint(run):
     """Ctrl-C (KeyboardInterrupt in the main thread, the path SIGINT and SIGTERM take) once
     the run's first checkpoint exists: a real stop of a real run, on whatever file system.
-    No time limit (a loaded machine once took six minutes to the first step); the watch
-    ends with the block, so a run that never checkpoints fails its exit-code check instead."""
+    No time limit (a deadline would interrupt a slow run too early); the watch ends with
+    the block, so a run that never checkpoints fails its exit-code check instead."""
     state = location(run) / "checkpoints" / "state.npz"
     done = threading.Event()
 
