@@ -10,8 +10,8 @@ the better of two for pre-training on all images, then of two for fine-tuning; t
 fine-tune its own better of two). Three seeds (seed s pre-trains and fine-tunes), mean and
 spread. Writes docs/studies/data_size.{csv,png}.
 
-    python examples/studies/data_size.py             # about an hour on 2 CPU cores
-    python examples/studies/data_size.py --seeds 1   # seed 0 only: about 20 min
+    python examples/studies/data_size.py             # about 1-1.5 hours on 2 CPU cores
+    python examples/studies/data_size.py --seeds 1   # seed 0 only: about 25 min
 """
 
 from __future__ import annotations
