@@ -11,10 +11,13 @@ cost model (the one `vitcli models` prints, which has no command for a model at 
 resolution and class count; this script imports `vitcli.models.cost` for it).
 Writes docs/studies/compute.{csv,png}.
 
-    python examples/studies/compute.py            # about 25 min on 2 CPU cores (after data_size.py)
+    python examples/studies/compute.py            # after data_size.py: about 1.5 hours
+    python examples/studies/compute.py --seeds 1  # seed 0 only: about 30 min
 """
 
 from __future__ import annotations
+
+import itertools
 
 import matplotlib.pyplot as plt
 from common import BATCH, Study, mean_std, parse_args, seeded, val_top1
@@ -44,7 +47,7 @@ def main(argv=None) -> int:
     for model, (_label, res) in MODELS.items():
         forward = flops(decode_variant(model, image_size=res, num_classes=5))
         lr, ft_lr = study.tuned_rates(model, res, budgets[1], ft_steps)
-        for steps, seed in ((steps, seed) for steps in budgets for seed in study.seeds):
+        for steps, seed in itertools.product(budgets, study.seeds):
             run = study.pretrain(seeded(f"pretrain-{model}-{data.name}", seed), model, data,
                                  res, steps, lr=lr, seed=seed)
             tuned = study.finetune(seeded(f"finetune-{model}-{data.name}", seed), run, res,

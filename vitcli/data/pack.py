@@ -324,8 +324,8 @@ def _write_shards(out: str, todo: list, workers: int, progress: PackProgress | N
                    for shard, members in todo]
         try:
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failures = [future.exception() for future in futures
-                        if future in done and future.exception() is not None]
+            failures = [error for future in futures
+                        if future in done and (error := future.exception()) is not None]
             # The cause, not a shard that stopped because of it (both may be done by now).
             causes = [error for error in failures if not isinstance(error, _Stopped)]
             if failures:
