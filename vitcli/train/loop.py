@@ -79,15 +79,15 @@ def _first_step(job: TrainingJob, callbacks: TrainingCallbacks, losses: list) ->
     counted from the process's start; returns those figures for metrics.jsonl."""
     started = time.perf_counter()
     losses.append(float(job.train_step(job.iterator)))
-    call = time.perf_counter() - started
-    since_start = seconds_since_start()
+    # Rounded before both uses: the message shows the logged figure, not a second rounding.
+    call = round(time.perf_counter() - started, 2)
+    since_start = round(seconds_since_start(), 2)
     callbacks.on_message(f"first step done {since_start:.1f} s after start "
                          f"(the step itself {call:.1f} s, tracing included)")
     line = job.after_first_step() if job.after_first_step else None
     if line:
         callbacks.on_message(line)
-    return {"first_step_seconds": round(since_start, 2),
-            "first_step_call_seconds": round(call, 2)}
+    return {"first_step_seconds": since_start, "first_step_call_seconds": call}
 
 
 def run_loop(job: TrainingJob, start_step: int, callbacks: TrainingCallbacks,
