@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 ## test: the whole suite (heavy tests included)
 test: $(STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --durations=15 $(PYTEST_ARGS)
 
 ## test-fast: everything but the tests marked heavy
 test-fast: $(STAMP)
