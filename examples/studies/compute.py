@@ -74,8 +74,8 @@ def main(argv=None) -> int:
             axis.errorbar(tflops, [m for m, _ in stats], yerr=[d for _, d in stats], fmt=style,
                           capsize=4, label=f"{label}, {len(study.seeds)} seed(s)")
         axis.set_xscale("log")
-        ticks = sorted({round(r["pretrain_tflops"], 1) for r in rows if r["model"] == "vit-mu4"})
-        axis.set_xticks(ticks, [f"{t:g}" for t in ticks])  # plain numbers, not 2 x 10^0
+        ticks = sorted({r["pretrain_tflops"] for r in rows if r["model"] == "vit-mu4"})
+        axis.set_xticks(ticks, [f"{t:.2g}" for t in ticks])  # plain numbers, not 2 x 10^0
         axis.minorticks_off()
         axis.set_xlabel("pre-training compute (TFLOPs: images seen x 3 x forward FLOPs)")
         axis.set_ylabel("transfer test top-1 (%), 5 new classes")
