@@ -144,13 +144,16 @@ def make_train_step(model: keras.Model, optimizer, strategy: tf.distribute.Strat
 
     with strategy.scope():
         steps_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="steps_done")
-    compiled_replica_step = (tf.function(replica_step, jit_compile=True, autograph=False)
-                             if jit else replica_step)
-
     # Plain Python control flow only (the loops above are explicit tf.while_loop): without
     # autograph's conversion of every call the first trace is shorter (vit-ti16: 3.0-3.6 s
     # instead of 3.7-5.5 s, benchmarks/profile.md).
-    @tf.function(autograph=False)
+    compiled_replica_step = tf.autograph.experimental.do_not_convert(
+        tf.function(replica_step, jit_compile=True, autograph=False) if jit else replica_step)
+
+    # Autograph on for these few lines alone (the replica step above is excluded): tf.data
+    # refuses more than 32 iterator calls in a function traced without it, and the batch
+    # plan may take 64 micro-batches a step (the recipes' 4,096 in 64s on a CPU).
+    @tf.function
     def train_step(iterator):
         micro_batches = [next(iterator) for _ in range(accum_steps)]
         losses = strategy.run(compiled_replica_step, args=(micro_batches,))
